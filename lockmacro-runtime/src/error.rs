@@ -1,0 +1,202 @@
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a lock was not obtained.
+///
+/// Every variant names the lock and the file (or directory) involved, so the message alone is
+/// enough to act on. [`Error::holder_pid`] gives the holder's PID when it is known.
+///
+/// ```
+/// use lockmacro_runtime::{Error, Lock};
+///
+/// let dir = std::env::temp_dir().join("lockmacro-doc-error");
+/// let lock = Lock::new("report").dir(&dir);
+/// let _held = lock.try_acquire()?;
+/// match Lock::new("report").dir(&dir).try_acquire() {
+///     Err(Error::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+///     other => panic!("expected Held, got {other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Somebody else holds the lock and we were not asked to wait.
+    Held {
+        /// The lock's name.
+        name: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's PID, when it could be determined.
+        pid: Option<u32>,
+    },
+    /// The lock was still held when the timeout ran out.
+    Timeout {
+        /// The lock's name.
+        name: String,
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        timeout: Duration,
+        /// The holder's PID at the time we gave up, when it could be determined.
+        pid: Option<u32>,
+    },
+    /// The same call chain already holds this lock in a way that makes the request impossible:
+    /// a blocking runtime acquisition of a lock an enclosing `#[exclusive]` function holds, or an
+    /// exclusive request nested inside a shared hold. Waiting would deadlock, so it fails at once.
+    Nested {
+        /// The lock's name.
+        name: String,
+        /// The lock file.
+        path: PathBuf,
+        /// Whether the enclosing hold is shared.
+        held_shared: bool,
+    },
+    /// The lock directory is not safe to use (wrong owner, a symlink, open to other users, or on
+    /// a filesystem where locks do not work).
+    UnsafeDir {
+        /// The lock's name.
+        name: String,
+        /// The offending directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An operating-system call failed while creating, opening, locking or removing the lock file.
+    Io {
+        /// The lock's name.
+        name: String,
+        /// The file or directory the operation was about.
+        path: PathBuf,
+        /// What we were doing, for example "open lock file".
+        action: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The PID of the process holding the lock, when known (only [`Error::Held`] and
+    /// [`Error::Timeout`] carry one).
+    pub fn holder_pid(&self) -> Option<u32> {
+        match self {
+            Error::Held { pid, .. } | Error::Timeout { pid, .. } => *pid,
+            _ => None,
+        }
+    }
+
+    /// The name of the lock the error is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Error::Held { name, .. }
+            | Error::Timeout { name, .. }
+            | Error::Nested { name, .. }
+            | Error::UnsafeDir { name, .. }
+            | Error::Io { name, .. } => name,
+        }
+    }
+
+    /// The lock file (or, for [`Error::UnsafeDir`], the directory) the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Error::Held { path, .. }
+            | Error::Timeout { path, .. }
+            | Error::Nested { path, .. }
+            | Error::UnsafeDir { path, .. }
+            | Error::Io { path, .. } => path,
+        }
+    }
+
+    /// True for the two "somebody else has it" outcomes: [`Error::Held`] and [`Error::Timeout`].
+    pub fn is_contended(&self) -> bool {
+        matches!(self, Error::Held { .. } | Error::Timeout { .. })
+    }
+
+    pub(crate) fn io(name: &str, path: &Path, action: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            action,
+            source,
+        }
+    }
+}
+
+fn by_pid(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!(" by pid {pid}"),
+        None => String::new(),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Held { name, path, pid } => write!(
+                f,
+                "lock `{name}` is already held{} ({})",
+                by_pid(*pid),
+                path.display()
+            ),
+            Error::Timeout {
+                name,
+                path,
+                timeout,
+                pid,
+            } => write!(
+                f,
+                "timed out after {timeout:?} waiting for lock `{name}`, held{} ({})",
+                by_pid(*pid),
+                path.display()
+            ),
+            Error::Nested {
+                name,
+                path,
+                held_shared,
+            } => {
+                let how = if *held_shared {
+                    "takes it exclusively inside a shared hold"
+                } else {
+                    "acquires it again through the runtime API"
+                };
+                write!(
+                    f,
+                    "lock `{name}` is already held by this call chain, and this request {how}, \
+                     which would deadlock ({})",
+                    path.display()
+                )
+            }
+            Error::UnsafeDir { name, path, reason } => write!(
+                f,
+                "refusing lock directory {} for lock `{name}`: {reason}",
+                path.display()
+            ),
+            Error::Io {
+                name, path, action, ..
+            } => write!(f, "lock `{name}`: cannot {action} {}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The error and its causes on one line (`a: b: c`), for the exit and panic policies.
+pub(crate) fn one_line(err: &Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}

@@ -1,0 +1,198 @@
+//! The lock file itself: opening it safely, checking its identity, the PID inside it, and who
+//! holds it according to the kernel.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// Where the holder's PID is written. fd-lock's Windows lock covers byte 0 with a mandatory
+/// lock, which would stop other processes from reading it, so the PID starts after it there.
+#[cfg(unix)]
+const PID_OFFSET: u64 = 0;
+#[cfg(not(unix))]
+const PID_OFFSET: u64 = 1;
+
+/// Opens (creating if missing, mode 0600) the lock file read-write without following a symlink
+/// in the last component, without truncating, close-on-exec, and refuses anything but a regular
+/// file. `O_NONBLOCK` keeps a planted FIFO from hanging the open.
+#[cfg(unix)]
+pub(crate) fn open(path: &Path) -> io::Result<File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                io::Error::new(
+                    e.kind(),
+                    "the lock file is a symbolic link; refusing to follow it",
+                )
+            } else {
+                e
+            }
+        })?;
+    require_regular(file)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn open(path: &Path) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    require_regular(file)
+}
+
+/// Opens an existing lock file for inspection only; `Ok(None)` if there is none.
+pub(crate) fn open_existing(path: &Path) -> io::Result<Option<File>> {
+    #[cfg(unix)]
+    let opened = {
+        use rustix::fs::OFlags;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
+            .open(path)
+    };
+    #[cfg(not(unix))]
+    let opened = std::fs::OpenOptions::new().read(true).open(path);
+    match opened {
+        Ok(file) => require_regular(file).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn require_regular(file: File) -> io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the lock file is not a regular file",
+        ))
+    }
+}
+
+/// True if `path` still names the open `file` (same device and inode, not unlinked). A waiter
+/// that was blocked on a file which a `cleanup` holder then unlinked wakes up holding a lock on
+/// a dead inode; this check sends it round again.
+#[cfg(unix)]
+pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    if open.nlink() == 0 {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Windows (untested): std exposes no file identity; we can only see that the path exists.
+#[cfg(not(unix))]
+pub(crate) fn still_named(_file: &File, path: &Path) -> io::Result<bool> {
+    Ok(path.exists())
+}
+
+/// Records our PID in the locked file: written first, then the length set, so the file never
+/// passes through an empty state that would force a flush on ext4.
+pub(crate) fn write_pid(file: &File) -> io::Result<()> {
+    let text = format!("{}\n", std::process::id());
+    write_at(file, text.as_bytes(), PID_OFFSET)?;
+    let len = PID_OFFSET + text.len() as u64;
+    if file.metadata()?.len() != len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// The PID recorded in the file, if it parses. Information, never authority: it may be stale.
+pub(crate) fn read_pid(file: &File) -> Option<u32> {
+    let mut buf = [0u8; 24];
+    let n = read_at(file, &mut buf, PID_OFFSET).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+#[cfg(not(unix))]
+fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+#[cfg(not(unix))]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+/// Who holds a lock on `file` according to the kernel, as `Some(pids)` (empty: nobody), or
+/// `None` where the kernel cannot be asked. On Linux `/proc/locks` lists every flock holder with
+/// its PID, without us having to take (and so disturb) the lock.
+#[cfg(target_os = "linux")]
+pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        meta.ino()
+    );
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    // A line: `1: FLOCK  ADVISORY  WRITE 4242 00:1b:1234 0 EOF`; waiters have `->` after `1:`.
+    let pids = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, _, pid, id, ..] if *id == want => pid.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect();
+    Some(pids)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn kernel_holders(_file: &File) -> Option<Vec<u32>> {
+    None
+}
+
+/// Best knowledge of the holder's PID once we know the lock is taken: the PID in the file if the
+/// kernel confirms it holds the lock, else one of the kernel's holders, else the file's PID.
+pub(crate) fn holder_pid(file: &File) -> Option<u32> {
+    let recorded = read_pid(file);
+    match kernel_holders(file) {
+        Some(pids) if pids.is_empty() => recorded,
+        Some(pids) => match recorded {
+            Some(pid) if pids.contains(&pid) => Some(pid),
+            _ => pids.into_iter().min(),
+        },
+        None => recorded,
+    }
+}

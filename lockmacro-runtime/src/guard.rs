@@ -1,0 +1,121 @@
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use fd_lock::RwLock;
+
+use crate::error::Error;
+use crate::file;
+use crate::lock::Lock;
+
+/// Proof that a lock is held; dropping it releases the lock.
+///
+/// It owns its open file, so it can be stored, returned or sent to another thread (`Send`). If
+/// the process forks, a guard dropped in the child does nothing: the parent still holds the lock.
+///
+/// ```
+/// use lockmacro_runtime::Lock;
+///
+/// let lock = Lock::new("cache-rebuild").dir(std::env::temp_dir().join("lockmacro-doc-guard"));
+/// let guard = lock.acquire()?;
+/// assert_eq!(guard.path(), lock.path());
+/// std::thread::spawn(move || drop(guard)).join().unwrap(); // released on another thread
+/// assert_eq!(lock.holder()?, None);
+/// # Ok::<(), lockmacro_runtime::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    lock: Lock,
+    file: Option<File>,
+    /// The process that acquired the lock; only it may release (or unlink) anything.
+    pid: u32,
+}
+
+impl LockGuard {
+    pub(crate) fn new(lock: Lock, file: File) -> LockGuard {
+        LockGuard {
+            lock,
+            file: Some(file),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        self.lock.path()
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.lock.name()
+    }
+
+    /// True if this is a shared hold.
+    pub fn is_shared(&self) -> bool {
+        self.lock.spec().shared
+    }
+
+    /// Releases the lock now, reporting a failure to remove the lock file (with `cleanup`).
+    /// Dropping the guard does the same but can only ignore such a failure.
+    pub fn release(mut self) -> Result<(), Error> {
+        self.release_inner()
+    }
+
+    /// Keeps the lock until the process exits (the kernel releases it then), like Python
+    /// `exclusiveprocess`'s `.forever()`: for a program that must stay single-instance for its
+    /// whole life after some point.
+    pub fn forever(self) {
+        std::mem::forget(self);
+    }
+
+    fn release_inner(&mut self) -> Result<(), Error> {
+        let Some(f) = self.file.take() else {
+            return Ok(());
+        };
+        if std::process::id() != self.pid {
+            // A forked child: closing our copy of the descriptor leaves the parent's lock alone,
+            // but touching the file (unlink, lock conversion) would not.
+            drop(f);
+            return Ok(());
+        }
+        let spec = self.lock.spec();
+        if spec.cleanup {
+            let result = unlink_if_last(&f, spec.shared, &spec.path);
+            drop(f);
+            return result.map_err(|e| Error::io(&spec.name, &spec.path, "remove lock file", e));
+        }
+        drop(f); // closing the last descriptor of the open file releases the flock
+        Ok(())
+    }
+}
+
+/// Removes the lock file while we still hold its lock, so no one can lock the old inode and
+/// believe they hold the lock at the path. A shared holder removes it only if it can convert to
+/// exclusive without waiting, that is when it is the last holder; if two leave at the same
+/// instant, neither may, and the file stays behind, which is harmless.
+fn unlink_if_last(f: &File, shared: bool, path: &Path) -> io::Result<()> {
+    if shared {
+        let mut lock = RwLock::new(f);
+        let converted = lock.try_write().map(std::mem::forget);
+        match converted {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    // Somebody outside the protocol may have replaced the file; never remove theirs.
+    if file::still_named(f, path)? {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.release_inner();
+    }
+}

@@ -1,0 +1,61 @@
+//! Run a function, or a whole program, at most once at a time, across threads, async tasks and
+//! processes.
+//!
+//! ```no_run
+//! use lockmacro_runtime::exclusive;
+//!
+//! #[exclusive(name = "nightly-backup")]
+//! fn main() {
+//!     // A second copy started while this one runs prints
+//!     // "backup: lock `nightly-backup` is already held by pid 4242 (...)" and exits with 1.
+//! }
+//! ```
+//!
+//! The [`exclusive`] attribute is the front door; [`Lock`] and [`LockGuard`] are the runtime
+//! underneath, usable directly. Locks are flock(2) locks (through the `fd-lock` crate) on a file
+//! per lock name in a private per-user directory ([`default_dir`]); the kernel releases them
+//! when the holder exits, however it exits, and the holder's PID is recorded in the file for
+//! error messages. See the README for the guarantees and how each is tested.
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    rust_2018_idioms
+)]
+
+mod chain;
+mod dir;
+mod error;
+mod file;
+mod guard;
+mod lock;
+mod name;
+mod wait;
+
+#[doc(hidden)]
+#[allow(missing_docs, unreachable_pub)]
+#[path = "private.rs"]
+pub mod __private;
+
+#[doc(inline)]
+pub use lockmacro::exclusive;
+
+pub use dir::{default_dir, DIR_ENV};
+pub use error::Error;
+pub use guard::LockGuard;
+pub use lock::Lock;
+
+/// The lock name `#[exclusive]` uses when given none: the crate name and the source file,
+/// for example `"backup:src/main.rs"`. Every function annotated without a name in one file shares
+/// this lock, and two copies of the same binary exclude each other.
+///
+/// ```
+/// let name = lockmacro_runtime::default_name!();
+/// assert!(name.ends_with(".rs"), "{name}");
+/// ```
+#[macro_export]
+macro_rules! default_name {
+    () => {
+        ::core::concat!(::core::env!("CARGO_CRATE_NAME"), ":", ::core::file!())
+    };
+}

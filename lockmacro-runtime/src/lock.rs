@@ -1,0 +1,405 @@
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use fd_lock::RwLock;
+
+use crate::error::Error;
+use crate::guard::LockGuard;
+use crate::{chain, dir, file, name, wait};
+
+/// A named inter-process lock: a description of which file to lock and how. Creating one does
+/// no I/O beyond looking up the default directory; nothing is locked until you acquire it.
+///
+/// Threads and async tasks of one process exclude each other exactly like processes do: every
+/// acquisition opens its own descriptor, and flock locks belong to the open file.
+///
+/// ```
+/// use lockmacro_runtime::Lock;
+///
+/// let lock = Lock::new("nightly-backup").dir(std::env::temp_dir().join("lockmacro-doc-lock"));
+/// let guard = lock.try_acquire()?;
+/// assert_eq!(lock.holder()?, Some(std::process::id()));
+/// guard.release()?;
+/// assert_eq!(lock.holder()?, None);
+/// # Ok::<(), lockmacro_runtime::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Lock {
+    spec: Arc<Spec>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) private_dir: bool,
+    pub(crate) path: Arc<PathBuf>,
+    pub(crate) cleanup: bool,
+    pub(crate) shared: bool,
+}
+
+/// How long an acquisition may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    Try,
+    Block,
+    Until(Instant, Duration),
+}
+
+enum Attempt {
+    Got(LockGuard),
+    Busy,
+    /// The file we locked is no longer the one at the path: open again.
+    Stale,
+}
+
+impl Lock {
+    /// A lock called `name`, in the directory given by `LOCKMACRO_DIR` or else the default
+    /// directory (see [`default_dir`](crate::default_dir)). Any string is a valid name: it is
+    /// mapped to a safe file name inside the directory.
+    pub fn new(name: impl Into<String>) -> Lock {
+        let (dir, private_dir) = dir::resolve(None);
+        Lock::from_parts(name.into(), dir, private_dir)
+    }
+
+    fn from_parts(name: String, dir: PathBuf, private_dir: bool) -> Lock {
+        let path = Arc::new(dir.join(name::file_name(&name)));
+        Lock {
+            spec: Arc::new(Spec {
+                name,
+                dir,
+                private_dir,
+                path,
+                cleanup: false,
+                shared: false,
+            }),
+        }
+    }
+
+    /// Keeps the lock file in `dir` instead of the default directory. The directory is created
+    /// (mode 0700) if missing; it may be shared with other users on purpose.
+    #[must_use]
+    pub fn dir(self, dir: impl Into<PathBuf>) -> Lock {
+        let (dir, private_dir) = dir::resolve(Some(dir.into()));
+        let spec = &self.spec;
+        let mut lock = Lock::from_parts(spec.name.clone(), dir, private_dir);
+        let new = Arc::make_mut(&mut lock.spec);
+        new.cleanup = spec.cleanup;
+        new.shared = spec.shared;
+        lock
+    }
+
+    /// Removes the lock file when the lock is released (race-free: it is unlinked while still
+    /// locked, and every acquirer re-checks the file's identity). Costs several times a plain
+    /// lock cycle; the default keeps the file, as flock(1) and cargo do.
+    #[must_use]
+    pub fn cleanup(mut self) -> Lock {
+        Arc::make_mut(&mut self.spec).cleanup = true;
+        self
+    }
+
+    /// Makes this a shared (reader) lock: any number of shared holders run together, while an
+    /// exclusive holder excludes them all and they exclude it.
+    #[must_use]
+    pub fn shared(mut self) -> Lock {
+        Arc::make_mut(&mut self.spec).shared = true;
+        self
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.spec.path
+    }
+
+    /// Takes the lock if it is free, else fails at once with [`Error::Held`] naming the holder.
+    pub fn try_acquire(&self) -> Result<LockGuard, Error> {
+        self.not_nested()?;
+        self.acquire_with(Wait::Try)
+    }
+
+    /// Takes the lock, blocking the thread until it is free.
+    ///
+    /// Fails at once with [`Error::Nested`] when the current `#[exclusive]` call chain already
+    /// holds this lock, since waiting would deadlock.
+    pub fn acquire(&self) -> Result<LockGuard, Error> {
+        self.not_nested()?;
+        self.acquire_with(Wait::Block)
+    }
+
+    /// Takes the lock, waiting at most `timeout`; [`Error::Timeout`] after that.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, Error> {
+        self.not_nested()?;
+        self.acquire_with(deadline(timeout))
+    }
+
+    /// Takes the lock without blocking the executor: between attempts the task sleeps on a
+    /// shared timer thread, so any executor works. Dropping the future cancels the wait and
+    /// leaves nothing behind.
+    pub fn acquire_async(&self) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
+        Acquire::new(self, None, true)
+    }
+
+    /// Like [`acquire_async`](Lock::acquire_async), giving up with [`Error::Timeout`] after
+    /// `timeout` (counted from the first poll).
+    pub fn acquire_timeout_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
+        Acquire::new(self, Some(timeout), true)
+    }
+
+    /// The PID of a process holding the lock now, or `None` if nobody holds it. A stale PID left
+    /// in the file by a crashed holder is never reported: on Linux the kernel's lock table is
+    /// asked; elsewhere a non-blocking shared probe decides. For a shared lock this is the PID
+    /// recorded by the most recent shared holder if it still holds the lock, else the lowest PID
+    /// among the holders.
+    pub fn holder(&self) -> Result<Option<u32>, Error> {
+        let spec = &self.spec;
+        let Some(f) = file::open_existing(&spec.path)
+            .map_err(|e| Error::io(&spec.name, &spec.path, "open lock file", e))?
+        else {
+            return Ok(None);
+        };
+        if let Some(pids) = file::kernel_holders(&f) {
+            return Ok(if pids.is_empty() {
+                None
+            } else {
+                file::holder_pid(&f)
+            });
+        }
+        let probe = RwLock::new(f);
+        let held = match probe.try_read() {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(e) => return Err(Error::io(&spec.name, &spec.path, "probe lock file", e)),
+        };
+        Ok(if held {
+            file::read_pid(&probe.into_inner())
+        } else {
+            None
+        })
+    }
+
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn not_nested(&self) -> Result<(), Error> {
+        match chain::held(self.path()) {
+            Some(held_shared) => Err(self.nested(held_shared)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn nested(&self, held_shared: bool) -> Error {
+        Error::Nested {
+            name: self.spec.name.clone(),
+            path: self.path().to_owned(),
+            held_shared,
+        }
+    }
+
+    /// The synchronous acquisition loop, without the nested-call check.
+    pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
+        let mut slot = None;
+        let mut pause = wait::FIRST_PAUSE;
+        let mut stale = 0u32;
+        loop {
+            match self.attempt(&mut slot, matches!(wait, Wait::Block))? {
+                Attempt::Got(guard) => return Ok(guard),
+                Attempt::Stale => stale = self.count_stale(stale, &slot)?,
+                Attempt::Busy => {
+                    let Wait::Until(deadline, timeout) = wait else {
+                        return Err(self.held_error(&slot));
+                    };
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(self.timeout_error(&slot, timeout));
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = wait::next_pause(pause);
+                }
+            }
+        }
+    }
+
+    /// Bounds how often a non-blocking attempt may find the file replaced under it (files
+    /// churned by `cleanup` holders): after that many, the lock is plainly busy.
+    fn count_stale(&self, stale: u32, slot: &Option<File>) -> Result<u32, Error> {
+        if stale >= 1000 {
+            return Err(self.held_error(slot));
+        }
+        Ok(stale + 1)
+    }
+
+    /// One attempt: open (unless a previous busy attempt left the file open), lock, check the
+    /// file is still the one at the path, record our PID.
+    fn attempt(&self, slot: &mut Option<File>, block: bool) -> Result<Attempt, Error> {
+        let spec = &self.spec;
+        let f = match slot {
+            Some(f) => f,
+            None => slot.insert(self.open()?),
+        };
+        // fd-lock's guards borrow their `RwLock`; ours must be owned and `Send`. So the guard is
+        // forgotten and the lock released by closing the descriptor (see `LockGuard`'s drop),
+        // which is also what the kernel does for a crashed holder.
+        let mut lock = RwLock::new(&*f);
+        let locked = loop {
+            let res = match (spec.shared, block) {
+                (false, false) => lock.try_write().map(std::mem::forget),
+                (false, true) => lock.write().map(std::mem::forget),
+                (true, false) => lock.try_read().map(std::mem::forget),
+                (true, true) => lock.read().map(std::mem::forget),
+            };
+            match res {
+                Ok(()) => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) => return Err(Error::io(&spec.name, &spec.path, "lock", e)),
+            }
+        };
+        if !locked {
+            return Ok(Attempt::Busy);
+        }
+        let Some(f) = slot.take() else {
+            return Ok(Attempt::Stale);
+        };
+        let named = file::still_named(&f, &spec.path)
+            .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
+        if !named {
+            return Ok(Attempt::Stale); // dropping `f` unlocks the dead inode
+        }
+        file::write_pid(&f)
+            .map_err(|e| Error::io(&spec.name, &spec.path, "write pid to lock file", e))?;
+        Ok(Attempt::Got(LockGuard::new(self.clone(), f)))
+    }
+
+    fn open(&self) -> Result<File, Error> {
+        let spec = &self.spec;
+        dir::ensure(&spec.name, &spec.dir, spec.private_dir)?;
+        match file::open(&spec.path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The directory vanished (a temp cleaner, a test): create and check it again.
+                dir::forget(&spec.dir);
+                dir::ensure(&spec.name, &spec.dir, spec.private_dir)?;
+                file::open(&spec.path)
+                    .map_err(|e| Error::io(&spec.name, &spec.path, "open lock file", e))
+            }
+            Err(e) => Err(Error::io(&spec.name, &spec.path, "open lock file", e)),
+        }
+    }
+
+    fn holder_from(slot: &Option<File>) -> Option<u32> {
+        slot.as_ref().and_then(file::holder_pid)
+    }
+
+    fn held_error(&self, slot: &Option<File>) -> Error {
+        Error::Held {
+            name: self.spec.name.clone(),
+            path: self.path().to_owned(),
+            pid: Self::holder_from(slot),
+        }
+    }
+
+    fn timeout_error(&self, slot: &Option<File>, timeout: Duration) -> Error {
+        Error::Timeout {
+            name: self.spec.name.clone(),
+            path: self.path().to_owned(),
+            timeout,
+            pid: Self::holder_from(slot),
+        }
+    }
+}
+
+pub(crate) fn deadline(timeout: Duration) -> Wait {
+    let now = Instant::now();
+    let until = now
+        .checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(1 << 40));
+    Wait::Until(until, timeout)
+}
+
+/// The future behind [`Lock::acquire_async`]: non-blocking attempts, sleeping on the shared timer
+/// between them.
+pub(crate) struct Acquire<'a> {
+    lock: &'a Lock,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    started: bool,
+    check_nested: bool,
+    slot: Option<File>,
+    pause: Duration,
+    stale: u32,
+}
+
+impl<'a> Acquire<'a> {
+    pub(crate) fn new(lock: &'a Lock, timeout: Option<Duration>, check_nested: bool) -> Self {
+        Acquire {
+            lock,
+            timeout,
+            deadline: None,
+            started: false,
+            check_nested,
+            slot: None,
+            pause: wait::FIRST_PAUSE,
+            stale: 0,
+        }
+    }
+}
+
+impl Future for Acquire<'_> {
+    type Output = Result<LockGuard, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let lock = this.lock;
+        if !this.started {
+            this.started = true;
+            if this.check_nested {
+                if let Err(e) = lock.not_nested() {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if let Some(timeout) = this.timeout {
+                if let Wait::Until(at, _) = deadline(timeout) {
+                    this.deadline = Some(at);
+                }
+            }
+        }
+        loop {
+            match lock.attempt(&mut this.slot, false) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Attempt::Got(guard)) => return Poll::Ready(Ok(guard)),
+                Ok(Attempt::Stale) => match lock.count_stale(this.stale, &this.slot) {
+                    Ok(n) => this.stale = n,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                Ok(Attempt::Busy) => {
+                    let now = Instant::now();
+                    let mut wake = now + this.pause;
+                    if let (Some(deadline), Some(timeout)) = (this.deadline, this.timeout) {
+                        if now >= deadline {
+                            return Poll::Ready(Err(lock.timeout_error(&this.slot, timeout)));
+                        }
+                        wake = wake.min(deadline);
+                    }
+                    this.pause = wait::next_pause(this.pause);
+                    wait::wake_at(wake, cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

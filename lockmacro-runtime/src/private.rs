@@ -1,0 +1,165 @@
+//! Used by the code `#[exclusive]` generates. Not public API: anything here may change in any
+//! release.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::chain;
+use crate::error::{one_line, Error};
+use crate::guard::LockGuard;
+use crate::lock::{deadline, Acquire, Lock, Wait};
+
+pub use core;
+
+/// One annotated function's lock, built on first use and kept for the life of the process.
+#[derive(Debug)]
+pub struct Site {
+    make: fn() -> Lock,
+    lock: OnceLock<Lock>,
+}
+
+impl Site {
+    pub const fn new(make: fn() -> Lock) -> Site {
+        Site {
+            make,
+            lock: OnceLock::new(),
+        }
+    }
+
+    fn lock(&'static self) -> &'static Lock {
+        self.lock.get_or_init(self.make)
+    }
+}
+
+/// How the annotated function waits.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    Try,
+    Wait,
+    Timeout(Duration),
+}
+
+impl Mode {
+    fn wait(self) -> Wait {
+        match self {
+            Mode::Try => Wait::Try,
+            Mode::Wait => Wait::Block,
+            Mode::Timeout(t) => deadline(t),
+        }
+    }
+}
+
+/// Whether the call chain already holds this lock in a way that covers the request (`Ok(true)`:
+/// run without acquiring), does not hold it (`Ok(false)`), or holds it only shared while
+/// exclusive is asked for, which can never succeed.
+fn reentrant(lock: &Lock) -> Result<bool, Error> {
+    match chain::held(lock.path()) {
+        None => Ok(false),
+        Some(held_shared) if held_shared && !lock.spec().shared => Err(lock.nested(true)),
+        Some(_) => Ok(true),
+    }
+}
+
+/// The lock held by a synchronous `#[exclusive]` body, on the call chain until the body ends.
+#[derive(Debug)]
+pub struct Scope {
+    // Field order is drop order: leave the chain, then release.
+    _entry: Option<chain::Entry>,
+    _guard: Option<LockGuard>,
+}
+
+pub fn enter(site: &'static Site, mode: Mode) -> Result<Scope, Error> {
+    let lock = site.lock();
+    if reentrant(lock)? {
+        return Ok(Scope {
+            _entry: None,
+            _guard: None,
+        });
+    }
+    let guard = lock.acquire_with(mode.wait())?;
+    Ok(Scope {
+        _entry: Some(chain::Entry::push(
+            Arc::clone(&lock.spec().path),
+            lock.spec().shared,
+        )),
+        _guard: Some(guard),
+    })
+}
+
+/// The lock held by an `async` `#[exclusive]` body. It goes on the call chain only around each
+/// poll of the body (see [`AsyncScope::run`]), so other tasks on the same thread are excluded.
+#[derive(Debug)]
+pub struct AsyncScope {
+    held: Option<(LockGuard, &'static Lock)>,
+}
+
+pub async fn enter_async(site: &'static Site, mode: Mode) -> Result<AsyncScope, Error> {
+    let lock = site.lock();
+    if reentrant(lock)? {
+        return Ok(AsyncScope { held: None });
+    }
+    let guard = match mode {
+        Mode::Try => lock.acquire_with(Wait::Try)?,
+        Mode::Wait => Acquire::new(lock, None, false).await?,
+        Mode::Timeout(t) => Acquire::new(lock, Some(t), false).await?,
+    };
+    Ok(AsyncScope {
+        held: Some((guard, lock)),
+    })
+}
+
+impl AsyncScope {
+    /// Runs `body` with this lock on the call chain during every poll; releases the lock as soon
+    /// as the body completes (or when the future is dropped).
+    pub fn run<F: Future>(self, body: F) -> Scoped<F> {
+        Scoped {
+            scope: self,
+            body: Box::pin(body),
+        }
+    }
+}
+
+/// The future returned by [`AsyncScope::run`].
+#[derive(Debug)]
+pub struct Scoped<F> {
+    scope: AsyncScope,
+    body: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let entry =
+            this.scope.held.as_ref().map(|(_, lock)| {
+                chain::Entry::push(Arc::clone(&lock.spec().path), lock.spec().shared)
+            });
+        let out = this.body.as_mut().poll(cx);
+        drop(entry);
+        if out.is_ready() {
+            this.scope.held = None;
+        }
+        out
+    }
+}
+
+/// The `"exit"` policy: one line on stderr, then exit with `code`.
+pub fn exit(err: Error, code: i32) -> ! {
+    let prog = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "error".to_owned());
+    eprintln!("{prog}: {}", one_line(&err));
+    std::process::exit(code)
+}
+
+/// The `"panic"` policy (and I/O failures under a bare `wait`).
+#[track_caller]
+pub fn panic(err: Error) -> ! {
+    panic!("{}", one_line(&err))
+}

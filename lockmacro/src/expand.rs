@@ -1,0 +1,207 @@
+//! Writing the output: the user's function with the lock taken at the top of its body.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::{AttrStyle, ItemFn, ReturnType, Type};
+
+use crate::args::{self, Args, Policy};
+use crate::item::{self, FnInfo};
+
+/// Input: the attribute's arguments and the annotated item.
+/// Output: the item with a lock acquisition inserted before its first statement (for `async fn`,
+/// the body runs inside a scope future that keeps the lock on the call chain during each poll),
+/// or, on any mistake, the untouched item plus the compile error.
+pub(crate) fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
+    let checked = item::parse(item.clone()).and_then(|(f, info)| {
+        let args = args::parse(args)?;
+        let plan = Plan::new(args, &info)?;
+        Ok(expand(f, &info, &plan))
+    });
+    match checked {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            // Keep the user's function so IDEs and later code keep working.
+            let err = err.into_compile_error();
+            quote!(#item #err)
+        }
+    }
+}
+
+/// The checked arguments, with defaults applied.
+struct Plan {
+    krate: TokenStream,
+    name: TokenStream,
+    builder: TokenStream,
+    mode: TokenStream,
+    policy: Policy,
+    exit_code: i32,
+}
+
+impl Plan {
+    fn new(args: Args, info: &FnInfo) -> syn::Result<Plan> {
+        let krate = args
+            .krate
+            .map_or_else(|| quote!(::lockmacro_runtime), |p| p.to_token_stream());
+        let policy = match &args.on_conflict {
+            Some((lit, Policy::Error)) if !info.returns_result => {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "`on_conflict = \"error\"` needs a function that returns `Result`, so the \
+                     error can be returned; use \"exit\" or \"panic\" here",
+                ))
+            }
+            Some((_, policy)) => *policy,
+            None if info.is_main => Policy::Exit,
+            None if info.returns_result => Policy::Error,
+            None if args.wait.is_some() => Policy::Panic,
+            None => {
+                return Err(syn::Error::new(
+                    info.fn_span,
+                    "`#[exclusive]` needs to know what to do when the lock is taken: this \
+                     function does not return `Result`, so add `wait`, or \
+                     `on_conflict = \"exit\"` or `on_conflict = \"panic\"`",
+                ))
+            }
+        };
+        if let Some((span, _)) = args.exit_code {
+            if policy != Policy::Exit {
+                return Err(syn::Error::new(
+                    span,
+                    "`exit_code` only applies with `on_conflict = \"exit\"` (the default for \
+                     `main`)",
+                ));
+            }
+        }
+        let name = match &args.name {
+            Some(lit) => lit.to_token_stream(),
+            None => quote!(::core::concat!(
+                ::core::env!("CARGO_CRATE_NAME"),
+                ":",
+                ::core::file!()
+            )),
+        };
+        let mut builder = TokenStream::new();
+        if let Some(dir) = &args.dir {
+            builder.extend(quote!(.dir(#dir)));
+        }
+        if args.cleanup.is_some() {
+            builder.extend(quote!(.cleanup()));
+        }
+        if args.shared.is_some() {
+            builder.extend(quote!(.shared()));
+        }
+        let mode = match (args.wait, args.timeout) {
+            (Some(_), _) => quote!(#krate::__private::Mode::Wait),
+            (None, Some((_, ms))) => quote!(
+                #krate::__private::Mode::Timeout(::core::time::Duration::from_millis(#ms))
+            ),
+            (None, None) => quote!(#krate::__private::Mode::Try),
+        };
+        Ok(Plan {
+            krate,
+            name,
+            builder,
+            mode,
+            policy,
+            exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
+        })
+    }
+
+    /// What to do with the `Error` bound to `err` when the lock is not obtained.
+    fn on_failure(&self, err: &syn::Ident) -> TokenStream {
+        let krate = &self.krate;
+        match self.policy {
+            Policy::Error => quote!(
+                return ::core::result::Result::Err(::core::convert::From::from(#err))
+            ),
+            Policy::Exit => {
+                let code = self.exit_code;
+                quote!(#krate::__private::exit(#err, #code))
+            }
+            Policy::Panic => quote!(#krate::__private::panic(#err)),
+        }
+    }
+}
+
+fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = f;
+    let (outer, inner): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, AttrStyle::Outer));
+    let stmts = &block.stmts;
+    let Plan {
+        krate,
+        name,
+        builder,
+        mode,
+        ..
+    } = plan;
+    let scope = syn::Ident::new("__lockmacro_scope", Span::mixed_site());
+    let err = syn::Ident::new("__lockmacro_err", Span::mixed_site());
+    let on_failure = plan.on_failure(&err);
+    let site = quote! {
+        static __LOCKMACRO_SITE: #krate::__private::Site =
+            #krate::__private::Site::new(|| #krate::Lock::new(#name) #builder);
+    };
+    let body = if info.is_async {
+        let hint = return_type_hint(&sig.output);
+        quote! {
+            match { #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #mode) }.await {
+                ::core::result::Result::Ok(#scope) => #scope,
+                ::core::result::Result::Err(#err) => #on_failure,
+            }
+            .run(async move { #hint #(#stmts)* })
+            .await
+        }
+    } else {
+        quote! {
+            let #scope = {
+                #site
+                match #krate::__private::enter(&__LOCKMACRO_SITE, #mode) {
+                    ::core::result::Result::Ok(#scope) => #scope,
+                    ::core::result::Result::Err(#err) => #on_failure,
+                }
+            };
+            #(#stmts)*
+        }
+    };
+    let brace = block.brace_token;
+    let mut out = quote!(#(#outer)* #vis #sig);
+    brace.surround(&mut out, |out| {
+        out.extend(quote!(#(#inner)*));
+        out.extend(body);
+    });
+    out
+}
+
+/// An `async move` block infers its output type from its own `return`s and `?`s, which fails
+/// for `?` (the error type is unknown). A never-taken `return` of a value of the declared type
+/// pins it, as tracing-attributes does. `impl Trait` cannot be named in a `let`, so no hint then.
+fn return_type_hint(output: &ReturnType) -> TokenStream {
+    let ReturnType::Type(_, ty) = output else {
+        return TokenStream::new();
+    };
+    if contains_impl_trait(ty) {
+        return TokenStream::new();
+    }
+    let ret = syn::Ident::new("__lockmacro_ret", Span::mixed_site());
+    quote_spanned! {Span::call_site()=>
+        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::unreachable)]
+        if false {
+            let #ret: #ty = ::core::unreachable!();
+            return #ret;
+        }
+    }
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    ty.to_token_stream()
+        .into_iter()
+        .any(|tt| matches!(&tt, proc_macro2::TokenTree::Ident(i) if i == "impl"))
+        || quote!(#ty).to_string().contains("impl ")
+}

@@ -1,0 +1,80 @@
+//! Reading the annotated item: it must be a function with a body, and not `const`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::{ItemFn, ReturnType, Type};
+
+/// What the expansion needs to know about the function besides its tokens.
+pub(crate) struct FnInfo {
+    pub(crate) is_main: bool,
+    pub(crate) returns_result: bool,
+    pub(crate) is_async: bool,
+    /// The `fn` token: where "this function needs a policy" errors point.
+    pub(crate) fn_span: Span,
+}
+
+pub(crate) fn parse(tokens: TokenStream) -> syn::Result<(ItemFn, FnInfo)> {
+    let f = match syn::parse2::<syn::Item>(tokens.clone()) {
+        Ok(syn::Item::Fn(f)) => f,
+        Ok(other) => return Err(not_a_function(&other, tokens)),
+        Err(_) => return Err(bodyless_or_other(tokens)),
+    };
+    if let Some(const_token) = f.sig.constness {
+        return Err(syn::Error::new(
+            const_token.span,
+            "`#[exclusive]` cannot be used on a `const fn`: taking a lock is a runtime effect",
+        ));
+    }
+    let info = FnInfo {
+        is_main: f.sig.ident == "main",
+        returns_result: returns_result(&f.sig.output),
+        is_async: f.sig.asyncness.is_some(),
+        fn_span: f.sig.fn_token.span,
+    };
+    Ok((f, info))
+}
+
+/// `Result<..>`, `io::Result<..>`, `anyhow::Result<..>`: any path whose last segment is `Result`.
+fn returns_result(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let mut ty: &Type = ty;
+    while let Type::Paren(inner) = ty {
+        ty = &inner.elem;
+    }
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+}
+
+fn not_a_function(item: &syn::Item, tokens: TokenStream) -> syn::Error {
+    let message = "`#[exclusive]` can only be applied to functions";
+    // Point at the item's keyword (`struct`, `impl`, ...) when we can name it.
+    let span = match item {
+        syn::Item::Struct(i) => Some(i.struct_token.span),
+        syn::Item::Enum(i) => Some(i.enum_token.span),
+        syn::Item::Impl(i) => Some(i.impl_token.span),
+        syn::Item::Mod(i) => Some(i.mod_token.span),
+        syn::Item::Trait(i) => Some(i.trait_token.span),
+        syn::Item::Static(i) => Some(i.static_token.span),
+        syn::Item::Const(i) => Some(i.const_token.span),
+        syn::Item::Type(i) => Some(i.type_token.span),
+        syn::Item::Use(i) => Some(i.use_token.span),
+        _ => None,
+    };
+    match span {
+        Some(span) => syn::Error::new(span, message),
+        None => syn::Error::new_spanned(tokens, message),
+    }
+}
+
+/// Not an item at all: most likely a trait method without a body.
+fn bodyless_or_other(tokens: TokenStream) -> syn::Error {
+    match syn::parse2::<syn::TraitItemFn>(tokens.clone()) {
+        Ok(f) if f.default.is_none() => syn::Error::new_spanned(
+            f.semi_token,
+            "`#[exclusive]` needs a function body: put it on the implementations of this trait \
+             method, or give the method a default body",
+        ),
+        _ => syn::Error::new_spanned(tokens, "`#[exclusive]` can only be applied to functions"),
+    }
+}
