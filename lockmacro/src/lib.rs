@@ -14,8 +14,110 @@ mod item;
 
 use proc_macro::TokenStream;
 
-/// Runs the function's body under an inter-process lock. See the documentation in
-/// `lockmacro-runtime`, which re-exports this attribute.
+/// Runs the function's body under an inter-process lock: at most one caller at a time, across
+/// processes, threads and async tasks.
+///
+/// ```ignore
+/// use lockmacro_runtime::exclusive;
+///
+/// #[exclusive(name = "nightly-backup")]
+/// fn main() {
+///     // A second copy started while this runs prints one line and exits with status 1:
+///     // backup: lock `nightly-backup` is already held by pid 4242 (/run/lock/lockmacro-0/...)
+/// }
+///
+/// #[exclusive(name = "migrate")]
+/// fn migrate() -> Result<(), MyError> {   // MyError: From<lockmacro_runtime::Error>
+///     // On conflict the caller gets Err(Error::Held { pid, .. }) converted with From.
+///     Ok(())
+/// }
+///
+/// #[test]
+/// #[exclusive(name = "db", wait)]           // tests that share a database take turns
+/// fn uses_shared_db() {}
+/// ```
+///
+/// # Arguments
+///
+/// All optional, in any order, each at most once.
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `name = "..."` | The lock's name. Default: the crate name and the source file (see [`default_name!`]), so all functions annotated without a name in one file share one lock, and two copies of one binary exclude each other. Any text is fine: it is mapped to a safe file name. |
+/// | `wait` | Block until the lock is free. Default: do not wait. |
+/// | `timeout = "250ms"` | Wait at most this long (`ms`, `s`, `m` or `h`), then fail with [`Error::Timeout`]. Checked at compile time. Not with `wait`. |
+/// | `dir = "..."` | The lock directory for this lock. Default: `LOCKMACRO_DIR` if set, else a private per-user directory (see [`default_dir`]). |
+/// | `cleanup` | Remove the lock file on release (race-free). Default: keep it, as flock(1) and cargo do; it costs nothing and is never stale, because the kernel, not the file, says who holds the lock. |
+/// | `shared` | A shared (reader) lock: shared holders run together; an exclusive holder excludes them and they exclude it. |
+/// | `on_conflict = "error" \| "exit" \| "panic"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). |
+/// | `exit_code = N` | The exit status for `"exit"` (0 to 255; default 1). |
+/// | `crate = "path"` | Where the runtime crate is, for re-exports and renamed dependencies, e.g. `crate = "my_tools::lockmacro_runtime"`. |
+///
+/// # What happens when the lock is not obtained
+///
+/// - A function named `main`: `"exit"`: one line on stderr naming the lock, the holder's PID
+///   and the lock file, then `std::process::exit(1)` (or `exit_code`).
+/// - A function returning `Result` (any path ending in `Result`: `Result<T, E>`,
+///   `io::Result<T>`, `anyhow::Result<T>`): `"error"`: the body does not run and the function
+///   returns `Err(From::from(err))` with `err` a [`lockmacro_runtime::Error`](Error), so `E`
+///   needs `From<lockmacro_runtime::Error>` (`io::Error`, `anyhow::Error` and
+///   `Box<dyn Error>` have it).
+/// - Any other function must say: `wait` (blocks; an I/O failure then panics with the message),
+///   or `on_conflict = "exit"` / `"panic"`. Without one it does not compile, and `timeout` alone
+///   does not count, because a timeout needs somewhere to go.
+///
+/// # Nested calls
+///
+/// A function whose call chain already holds the same lock (same name and directory) runs
+/// without acquiring it again: recursion, and functions sharing the default per-file name that
+/// call each other, just work. Other threads, other tasks and other processes are excluded as
+/// usual. A shared hold does not cover an exclusive request: that fails at once with
+/// [`Error::Nested`] instead of deadlocking.
+///
+/// # Async functions
+///
+/// On an `async fn` the lock is taken when the future is first polled and released when the
+/// body completes or the future is dropped. Waiting (`wait`, `timeout`) never blocks the
+/// executor: it retries with a capped backoff, woken by one shared timer thread, so it works on
+/// any executor (tokio, `futures::executor::block_on`, ...). The returned future is `Send`
+/// whenever the body's is. The body runs inside an `async move` block, so `return` and `?`
+/// behave as before.
+///
+/// # Order with other attributes
+///
+/// `#[exclusive]` composes with `#[tokio::main]`, `#[tokio::test]` and `#[test]` in either
+/// order; outer attributes expand first. *Above* `#[tokio::main]`, it sees your `async fn main`
+/// and takes the lock when the runtime first polls it. *Below* it, it sees the synchronous
+/// `main` that tokio generates and takes the lock before the runtime starts (slightly cheaper:
+/// a second copy exits before building a runtime). Either way a second copy exits at once.
+///
+/// # Equivalent code
+///
+/// ```ignore
+/// #[exclusive(name = "migrate", timeout = "5s")]
+/// fn migrate() -> Result<(), MyError> {
+///     run_migrations()?;
+///     Ok(())
+/// }
+/// ```
+/// becomes, in essence:
+/// ```ignore
+/// fn migrate() -> Result<(), MyError> {
+///     static SITE: Site = Site::new(|| Lock::new("migrate")); // built once per process
+///     let _scope = match enter(&SITE, Mode::Timeout(Duration::from_millis(5000))) {
+///         Ok(scope) => scope,                     // guard + "this call chain holds it"
+///         Err(err) => return Err(From::from(err)),
+///     };
+///     run_migrations()?;                          // your body, unchanged
+///     Ok(())
+/// }                                               // `_scope` dropped: lock released
+/// ```
+///
+/// [`default_name!`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/macro.default_name.html
+/// [`default_dir`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/fn.default_dir.html
+/// [`Error::Timeout`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html#variant.Timeout
+/// [`Error::Nested`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html#variant.Nested
+/// [Error]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html
 #[proc_macro_attribute]
 pub fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::exclusive(args.into(), item.into()).into()
