@@ -38,13 +38,17 @@ fn main() -> Result<(), Box<dyn StdError>> {
     let report = Lock::new("report");
     let held = report.try_acquire()?;
     println!("   `holder()` says: pid {:?}", report.holder()?);
-    let refused = std::thread::spawn(build_report).join().map_err(|_| "thread panicked")?;
+    let refused = std::thread::spawn(build_report)
+        .join()
+        .map_err(|_| "thread panicked")?;
     match refused {
         Err(err) => println!(
             "   another thread calls build_report() -> Result: Err, holder pid {:?}:\n   {err}",
             err.holder_pid()
         ),
-        Ok(_) => println!("   build_report() ran although the lock was held. That must not happen!"),
+        Ok(_) => {
+            println!("   build_report() ran although the lock was held. That must not happen!")
+        }
     }
 
     let start = Instant::now();
@@ -52,7 +56,10 @@ fn main() -> Result<(), Box<dyn StdError>> {
         .join()
         .map_err(|_| "thread panicked")?;
     if let Err(err) = timed {
-        println!("\n4. With timeout = \"300ms\", after {:?}:\n   {err}", start.elapsed());
+        println!(
+            "\n4. With timeout = \"300ms\", after {:?}:\n   {err}",
+            start.elapsed()
+        );
     }
 
     println!("\n5. With `wait`, another thread blocks until I release (in 500 ms)...");
