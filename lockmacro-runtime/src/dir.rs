@@ -58,6 +58,7 @@ pub(crate) fn ensure(name: &str, dir: &Path, private: bool) -> Result<(), Error>
         return Ok(());
     }
     imp::prepare(name, dir, private)?;
+    crate::fstype::check(name, dir)?;
     if let Ok(mut set) = ready.lock() {
         set.insert(dir.to_owned());
     }

@@ -80,6 +80,11 @@ impl LockGuard {
             return Ok(());
         }
         let spec = self.lock.spec();
+        if spec.cleanup && crate::hooks::broken("unlock-before-unlink") {
+            drop(f);
+            let _ = std::fs::remove_file(spec.path.as_path());
+            return Ok(());
+        }
         if spec.cleanup {
             let result = unlink_if_last(&f, spec.shared, &spec.path);
             drop(f);

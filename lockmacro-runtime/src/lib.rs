@@ -27,7 +27,9 @@ mod chain;
 mod dir;
 mod error;
 mod file;
+mod fstype;
 mod guard;
+mod hooks;
 mod lock;
 mod name;
 mod wait;
@@ -42,6 +44,7 @@ pub use lockmacro::exclusive;
 
 pub use dir::{default_dir, DIR_ENV};
 pub use error::Error;
+pub use fstype::ALLOW_NETWORK_FS_ENV;
 pub use guard::LockGuard;
 pub use lock::Lock;
 

@@ -275,8 +275,9 @@ impl Lock {
         let Some(f) = slot.take() else {
             return Ok(Attempt::Stale);
         };
-        let named = file::still_named(&f, &spec.path)
-            .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
+        let named = crate::hooks::broken("no-identity-check")
+            || file::still_named(&f, &spec.path)
+                .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
         if !named {
             return Ok(Attempt::Stale); // dropping `f` unlocks the dead inode
         }

@@ -1,0 +1,67 @@
+//! Refusing network filesystems for the lock directory. flock over NFS is emulated with POSIX
+//! record locks through the lock manager; over some FUSE and SMB mounts it is a no-op or hangs.
+//! A lock that silently does not lock is worse than an error, so such directories are refused
+//! unless the user opts in with `LOCKMACRO_ALLOW_NETWORK_FS=1` (for example on an NFS setup
+//! known to support flock across clients).
+
+use std::path::Path;
+
+use crate::error::Error;
+
+/// Set this environment variable to `1` to allow lock directories on network filesystems.
+pub const ALLOW_NETWORK_FS_ENV: &str = "LOCKMACRO_ALLOW_NETWORK_FS";
+
+pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
+    let Some(kind) = network_kind(dir) else {
+        return Ok(());
+    };
+    if std::env::var_os(ALLOW_NETWORK_FS_ENV).is_some_and(|v| v == "1") {
+        return Ok(());
+    }
+    Err(Error::UnsafeDir {
+        name: name.to_owned(),
+        path: dir.to_owned(),
+        reason: format!(
+            "it is on a {kind} filesystem, where flock is emulated or unreliable; use a local \
+             directory, or set {ALLOW_NETWORK_FS_ENV}=1 to lock there anyway"
+        ),
+    })
+}
+
+/// The network filesystem `dir` is on, if any (known on Linux only; elsewhere `None`).
+fn network_kind(dir: &Path) -> Option<&'static str> {
+    let magic = match crate::hooks::fs_magic() {
+        Some(magic) => magic,
+        None => probe(dir)?,
+    };
+    Some(match magic {
+        0x6969 => "NFS",
+        0x517b | 0xff53_4d42 | 0xfe53_4d42 => "SMB/CIFS",
+        0x6573_5546 => "FUSE",
+        0x0102_1997 => "9p",
+        0x00c3_6400 => "Ceph",
+        0x5346_414f => "AFS",
+        0x0bd0_0bd0 => "Lustre",
+        0x4750_4653 => "GPFS",
+        _ => return None,
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn probe(dir: &Path) -> Option<u64> {
+    #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss)]
+    rustix::fs::statfs(dir).ok().map(|s| s.f_type as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe(_dir: &Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_directories_pass() {
+        assert_eq!(super::network_kind(&std::env::temp_dir()), None);
+    }
+}

@@ -1,0 +1,40 @@
+//! Test-only switches, compiled only with the `test-hooks` feature (never enable it in a real
+//! program). They let the reliability suite prove its detectors work by breaking the protocol
+//! on purpose, and mock the filesystem-type probe. Read once per process from the environment:
+//!
+//! - `LOCKMACRO_TEST_BREAK=unlock-before-unlink`: `cleanup` releases, then unlinks.
+//! - `LOCKMACRO_TEST_BREAK=no-identity-check`: acquirers skip the device/inode re-check.
+//! - `LOCKMACRO_TEST_FS_MAGIC=0x6969`: pretend the lock directory has this `statfs` type.
+
+#[cfg(feature = "test-hooks")]
+mod imp {
+    use std::sync::OnceLock;
+
+    pub(crate) fn broken(what: &str) -> bool {
+        static BREAK: OnceLock<Option<String>> = OnceLock::new();
+        BREAK
+            .get_or_init(|| std::env::var("LOCKMACRO_TEST_BREAK").ok())
+            .as_deref()
+            == Some(what)
+    }
+
+    pub(crate) fn fs_magic() -> Option<u64> {
+        let text = std::env::var("LOCKMACRO_TEST_FS_MAGIC").ok()?;
+        u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+mod imp {
+    #[inline(always)]
+    pub(crate) fn broken(_what: &str) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    pub(crate) fn fs_magic() -> Option<u64> {
+        None
+    }
+}
+
+pub(crate) use imp::{broken, fs_magic};
