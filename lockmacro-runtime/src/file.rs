@@ -84,13 +84,33 @@ fn require_regular(file: File) -> io::Result<File> {
     }
 }
 
-/// True if `path` still names the open `file` (same device and inode, not unlinked). A waiter
-/// that was blocked on a file which a `cleanup` holder then unlinked wakes up holding a lock on
-/// a dead inode; this check sends it round again.
-#[cfg(unix)]
-pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
+/// After locking: checks that `path` still names the open `file` (same device and inode, not
+/// unlinked) and, if so, records our PID in it; `Ok(false)` if the file is stale. A waiter that
+/// was blocked on a file which a `cleanup` holder then unlinked wakes up holding a lock on a dead
+/// inode; this check sends it round again. The PID is written first and the length set after,
+/// so the file never passes through an empty state (which would force a flush on ext4).
+pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool) -> io::Result<bool> {
     let open = file.metadata()?;
+    if check_identity && !names(&open, path)? {
+        return Ok(false);
+    }
+    let text = format!("{}\n", std::process::id());
+    write_at(file, text.as_bytes(), PID_OFFSET)?;
+    let len = PID_OFFSET + text.len() as u64;
+    if open.len() != len {
+        file.set_len(len)?;
+    }
+    Ok(true)
+}
+
+/// True if `path` still names the open `file`; see [`stamp`].
+pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
+    names(&file.metadata()?, path)
+}
+
+#[cfg(unix)]
+fn names(open: &std::fs::Metadata, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
     if open.nlink() == 0 {
         return Ok(false);
     }
@@ -103,20 +123,22 @@ pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
 
 /// Windows (untested): std exposes no file identity; we can only see that the path exists.
 #[cfg(not(unix))]
-pub(crate) fn still_named(_file: &File, path: &Path) -> io::Result<bool> {
+fn names(_open: &std::fs::Metadata, path: &Path) -> io::Result<bool> {
     Ok(path.exists())
 }
 
-/// Records our PID in the locked file: written first, then the length set, so the file never
-/// passes through an empty state that would force a flush on ext4.
-pub(crate) fn write_pid(file: &File) -> io::Result<()> {
-    let text = format!("{}\n", std::process::id());
-    write_at(file, text.as_bytes(), PID_OFFSET)?;
-    let len = PID_OFFSET + text.len() as u64;
-    if file.metadata()?.len() != len {
-        file.set_len(len)?;
+/// Releases the kernel lock but keeps the descriptor open for the next acquisition. Returns
+/// false where that is not possible (then closing the descriptor releases it).
+pub(crate) fn unlock(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock).is_ok()
     }
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        false
+    }
 }
 
 /// The PID recorded in the file, if it parses. Information, never authority: it may be stale.

@@ -1,12 +1,14 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use fd_lock::RwLock;
 
 use crate::error::Error;
 use crate::file;
 use crate::lock::Lock;
+use crate::slot::Slot;
 
 /// Proof that a lock is held; dropping it releases the lock.
 ///
@@ -27,17 +29,17 @@ use crate::lock::Lock;
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     lock: Lock,
-    file: Option<File>,
     /// The process that acquired the lock; only it may release (or unlink) anything.
     pid: u32,
+    released: bool,
 }
 
 impl LockGuard {
-    pub(crate) fn new(lock: Lock, file: File) -> LockGuard {
+    pub(crate) fn new(lock: Lock) -> LockGuard {
         LockGuard {
             lock,
-            file: Some(file),
             pid: std::process::id(),
+            released: false,
         }
     }
 
@@ -70,31 +72,42 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<(), Error> {
-        let Some(f) = self.file.take() else {
-            return Ok(());
-        };
-        if std::process::id() != self.pid {
-            // A forked child: closing our copy of the descriptor leaves the parent's lock alone,
-            // but touching the file (unlink, lock conversion) would not.
-            drop(f);
+        if std::mem::replace(&mut self.released, true) || std::process::id() != self.pid {
+            // Already released, or a forked child: the parent's lock is not ours to touch.
             return Ok(());
         }
+        let slot = self.lock.slot();
+        if !slot.leave() {
+            return Ok(()); // other shared holders of this process keep the kernel lock
+        }
+        let result = match slot.cached_file() {
+            Some(f) => self.release_kernel_lock(slot, f),
+            None => Ok(()),
+        };
+        slot.released();
+        result
+    }
+
+    fn release_kernel_lock(&self, slot: &Slot, f: Arc<File>) -> Result<(), Error> {
         let spec = self.lock.spec();
         if spec.cleanup && crate::hooks::broken("unlock-before-unlink") {
+            slot.discard_file();
             drop(f);
             let _ = std::fs::remove_file(spec.path.as_path());
             return Ok(());
         }
         if spec.cleanup {
             let result = unlink_if_last(&f, spec.shared, &spec.path);
-            drop(f);
+            slot.discard_file();
+            drop(f); // the last reference: closing releases the kernel lock, after the unlink
             return result.map_err(|e| Error::io(&spec.name, &spec.path, "remove lock file", e));
         }
-        drop(f); // closing the last descriptor of the open file releases the flock
+        if !file::unlock(&f) {
+            slot.discard_file(); // closing releases it instead
+        }
         Ok(())
     }
 }
-
 /// Removes the lock file while we still hold its lock, so no one can lock the old inode and
 /// believe they hold the lock at the path. A shared holder removes it only if it can convert to
 /// exclusive without waiting, that is when it is the last holder; if two leave at the same

@@ -32,6 +32,7 @@ mod guard;
 mod hooks;
 mod lock;
 mod name;
+mod slot;
 mod wait;
 
 #[doc(hidden)]

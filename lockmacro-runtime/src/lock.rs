@@ -3,7 +3,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use fd_lock::RwLock;
 
 use crate::error::Error;
 use crate::guard::LockGuard;
+use crate::slot::{Admission, Patience, Slot};
 use crate::{chain, dir, file, name, wait};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
@@ -42,6 +43,8 @@ pub(crate) struct Spec {
     pub(crate) path: Arc<PathBuf>,
     pub(crate) cleanup: bool,
     pub(crate) shared: bool,
+    /// This process's state for the lock file, shared by every `Lock` of the same path.
+    slot: OnceLock<Arc<Slot>>,
 }
 
 /// How long an acquisition may wait.
@@ -78,6 +81,7 @@ impl Lock {
                 path,
                 cleanup: false,
                 shared: false,
+                slot: OnceLock::new(),
             }),
         }
     }
@@ -210,22 +214,30 @@ impl Lock {
         }
     }
 
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        self.spec
+            .slot
+            .get_or_init(|| Slot::for_path(&self.spec.path))
+    }
+
     /// The synchronous acquisition loop, without the nested-call check.
     pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
-        let mut slot = None;
         let mut pause = wait::FIRST_PAUSE;
         let mut stale = 0u32;
         loop {
-            match self.attempt(&mut slot, matches!(wait, Wait::Block))? {
+            match self.attempt(wait)? {
                 Attempt::Got(guard) => return Ok(guard),
-                Attempt::Stale => stale = self.count_stale(stale, &slot)?,
+                // A blocking or timed wait goes round until it succeeds or its deadline passes;
+                // only a plain try bounds how often the file may be replaced under it.
+                Attempt::Stale if matches!(wait, Wait::Try) => stale = self.count_stale(stale)?,
+                Attempt::Stale => {}
                 Attempt::Busy => {
                     let Wait::Until(deadline, timeout) = wait else {
-                        return Err(self.held_error(&slot));
+                        return Err(self.held_error());
                     };
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(self.timeout_error(&slot, timeout));
+                        return Err(self.timeout_error(timeout));
                     }
                     std::thread::sleep(pause.min(deadline - now));
                     pause = wait::next_pause(pause);
@@ -234,26 +246,44 @@ impl Lock {
         }
     }
 
-    /// Bounds how often a non-blocking attempt may find the file replaced under it (files
-    /// churned by `cleanup` holders): after that many, the lock is plainly busy.
-    fn count_stale(&self, stale: u32, slot: &Option<File>) -> Result<u32, Error> {
+    /// Bounds how often a plain try may find the file replaced under it (files churned by
+    /// `cleanup` holders): after that many, the lock is plainly busy.
+    fn count_stale(&self, stale: u32) -> Result<u32, Error> {
         if stale >= 1000 {
-            return Err(self.held_error(slot));
+            return Err(self.held_error());
         }
         Ok(stale + 1)
     }
 
-    /// One attempt: open (unless a previous busy attempt left the file open), lock, check the
-    /// file is still the one at the path, record our PID.
-    fn attempt(&self, slot: &mut Option<File>, block: bool) -> Result<Attempt, Error> {
+    /// One attempt: be admitted among this process's threads, then take the kernel lock on the
+    /// (cached) descriptor, check the file is still the one at the path, record our PID. Only
+    /// `Wait::Block` blocks in the kernel; the others never do.
+    fn attempt(&self, wait: Wait) -> Result<Attempt, Error> {
         let spec = &self.spec;
-        let f = match slot {
-            Some(f) => f,
-            None => slot.insert(self.open()?),
+        let slot = self.slot();
+        let patience = match wait {
+            Wait::Try => Patience::None,
+            Wait::Block => Patience::Forever,
+            Wait::Until(deadline, _) => Patience::Until(deadline),
         };
+        match slot.admit(spec.shared, patience) {
+            Admission::Busy => return Ok(Attempt::Busy),
+            Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone()))),
+            Admission::First => {}
+        }
+        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block));
+        if !matches!(outcome, Ok(Attempt::Got(_))) {
+            slot.released();
+        }
+        outcome
+    }
+
+    fn take_kernel_lock(&self, slot: &Slot, block: bool) -> Result<Attempt, Error> {
+        let spec = &self.spec;
+        let f = slot.file(|| self.open())?;
         // fd-lock's guards borrow their `RwLock`; ours must be owned and `Send`. So the guard is
-        // forgotten and the lock released by closing the descriptor (see `LockGuard`'s drop),
-        // which is also what the kernel does for a crashed holder.
+        // forgotten, and the lock released by `LOCK_UN` or by closing the descriptor (see
+        // `LockGuard`'s drop), which is also what the kernel does for a crashed holder.
         let mut lock = RwLock::new(&*f);
         let locked = loop {
             let res = match (spec.shared, block) {
@@ -272,18 +302,26 @@ impl Lock {
         if !locked {
             return Ok(Attempt::Busy);
         }
-        let Some(f) = slot.take() else {
-            return Ok(Attempt::Stale);
-        };
-        let named = crate::hooks::broken("no-identity-check")
-            || file::still_named(&f, &spec.path)
-                .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
-        if !named {
-            return Ok(Attempt::Stale); // dropping `f` unlocks the dead inode
+        let check_identity = !crate::hooks::broken("no-identity-check");
+        match file::stamp(&f, &spec.path, check_identity) {
+            Ok(true) => {
+                slot.locked(spec.shared);
+                Ok(Attempt::Got(LockGuard::new(self.clone())))
+            }
+            Ok(false) => {
+                slot.discard_file(); // the last reference goes with `f`: closed, unlocked
+                Ok(Attempt::Stale)
+            }
+            Err(e) => {
+                slot.discard_file();
+                Err(Error::io(
+                    &spec.name,
+                    &spec.path,
+                    "check and stamp lock file",
+                    e,
+                ))
+            }
         }
-        file::write_pid(&f)
-            .map_err(|e| Error::io(&spec.name, &spec.path, "write pid to lock file", e))?;
-        Ok(Attempt::Got(LockGuard::new(self.clone(), f)))
     }
 
     fn open(&self) -> Result<File, Error> {
@@ -302,24 +340,29 @@ impl Lock {
         }
     }
 
-    fn holder_from(slot: &Option<File>) -> Option<u32> {
-        slot.as_ref().and_then(file::holder_pid)
+    /// Who holds the lock, for an error message: best effort, never an error itself.
+    fn current_holder(&self) -> Option<u32> {
+        let f = match self.slot().cached_file() {
+            Some(f) => f,
+            None => Arc::new(file::open_existing(self.path()).ok()??),
+        };
+        file::holder_pid(&f)
     }
 
-    fn held_error(&self, slot: &Option<File>) -> Error {
+    fn held_error(&self) -> Error {
         Error::Held {
             name: self.spec.name.clone(),
             path: self.path().to_owned(),
-            pid: Self::holder_from(slot),
+            pid: self.current_holder(),
         }
     }
 
-    fn timeout_error(&self, slot: &Option<File>, timeout: Duration) -> Error {
+    fn timeout_error(&self, timeout: Duration) -> Error {
         Error::Timeout {
             name: self.spec.name.clone(),
             path: self.path().to_owned(),
             timeout,
-            pid: Self::holder_from(slot),
+            pid: self.current_holder(),
         }
     }
 }
@@ -340,9 +383,7 @@ pub(crate) struct Acquire<'a> {
     deadline: Option<Instant>,
     started: bool,
     check_nested: bool,
-    slot: Option<File>,
     pause: Duration,
-    stale: u32,
 }
 
 impl<'a> Acquire<'a> {
@@ -353,9 +394,7 @@ impl<'a> Acquire<'a> {
             deadline: None,
             started: false,
             check_nested,
-            slot: None,
             pause: wait::FIRST_PAUSE,
-            stale: 0,
         }
     }
 }
@@ -380,19 +419,16 @@ impl Future for Acquire<'_> {
             }
         }
         loop {
-            match lock.attempt(&mut this.slot, false) {
+            match lock.attempt(Wait::Try) {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(Attempt::Got(guard)) => return Poll::Ready(Ok(guard)),
-                Ok(Attempt::Stale) => match lock.count_stale(this.stale, &this.slot) {
-                    Ok(n) => this.stale = n,
-                    Err(e) => return Poll::Ready(Err(e)),
-                },
+                Ok(Attempt::Stale) => {} // replaced under us: go round at once
                 Ok(Attempt::Busy) => {
                     let now = Instant::now();
                     let mut wake = now + this.pause;
                     if let (Some(deadline), Some(timeout)) = (this.deadline, this.timeout) {
                         if now >= deadline {
-                            return Poll::Ready(Err(lock.timeout_error(&this.slot, timeout)));
+                            return Poll::Ready(Err(lock.timeout_error(timeout)));
                         }
                         wake = wake.min(deadline);
                     }

@@ -1,0 +1,184 @@
+//! One lock file's state inside this process: a descriptor kept open between acquisitions, and
+//! an admission that decides which thread may use it.
+//!
+//! Opening is the costly part of a lock cycle (a path walk, and a create for a new file), so
+//! the process keeps the lock file open and only locks and unlocks it. But flock locks belong to
+//! the open file: two threads locking one descriptor would both "hold" it. So threads are
+//! admitted first: one at a time for an exclusive lock, or any number of shared holders sharing
+//! the descriptor's one shared kernel lock. The kernel lock still decides between processes.
+//!
+//! Slots are shared by every [`Lock`](crate::Lock) of the same path and live as long as one of
+//! them does, so a program that makes many short-lived locks keeps no descriptors open.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The process this state belongs to: a forked child starts afresh.
+    pid: u32,
+    file: Option<Arc<File>>,
+    admitted: Admitted,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    #[default]
+    Nobody,
+    /// One thread is taking the kernel lock, holds it exclusively, or is releasing it.
+    One,
+    /// This many holders share the descriptor's shared kernel lock.
+    Shared(usize),
+}
+
+/// The outcome of asking to be admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Admitted alone: take the kernel lock, then call [`Slot::locked`] or [`Slot::leave`].
+    First,
+    /// Joined shared holders that already hold the kernel lock: nothing more to do.
+    Joined,
+    /// Another thread of this process is in the way (only without waiting, or past a deadline).
+    Busy,
+}
+
+/// How long admission may wait for other threads of this process.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    None,
+    Forever,
+    Until(Instant),
+}
+
+impl Slot {
+    /// The slot for `path`, shared with every live `Lock` of that path.
+    pub(crate) fn for_path(path: &Path) -> Arc<Slot> {
+        static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Weak<Slot>>>> = OnceLock::new();
+        let slots = SLOTS.get_or_init(Default::default);
+        let mut slots = slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = slots.get(path).and_then(Weak::upgrade) {
+            return slot;
+        }
+        slots.retain(|_, slot| slot.strong_count() > 0);
+        let slot = Arc::new(Slot::default());
+        slots.insert(path.to_owned(), Arc::downgrade(&slot));
+        slot
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; if something did, the state is still consistent.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pid = std::process::id();
+        if state.pid != pid {
+            // Inherited through fork: the parent's descriptor and holders are not ours. Dropping
+            // our copy of the descriptor leaves the parent's lock alone.
+            *state = State {
+                pid,
+                ..State::default()
+            };
+        }
+        state
+    }
+
+    pub(crate) fn admit(&self, shared: bool, patience: Patience) -> Admission {
+        let mut state = self.state();
+        loop {
+            match state.admitted {
+                Admitted::Nobody => {
+                    state.admitted = Admitted::One;
+                    return Admission::First;
+                }
+                Admitted::Shared(n) if shared => {
+                    state.admitted = Admitted::Shared(n + 1);
+                    return Admission::Joined;
+                }
+                _ => {}
+            }
+            state = match patience {
+                Patience::None => return Admission::Busy,
+                Patience::Forever => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Patience::Until(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Admission::Busy;
+                    }
+                    self.changed
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// The cached descriptor, opening it with `open` if there is none. Only for the admitted
+    /// thread.
+    pub(crate) fn file<E>(&self, open: impl FnOnce() -> Result<File, E>) -> Result<Arc<File>, E> {
+        let mut state = self.state();
+        if let Some(file) = &state.file {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(open()?);
+        state.file = Some(Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// The cached descriptor, if any.
+    pub(crate) fn cached_file(&self) -> Option<Arc<File>> {
+        self.state().file.clone()
+    }
+
+    /// Forgets the cached descriptor (stale, or removed by `cleanup`); it closes once the
+    /// caller drops its own reference.
+    pub(crate) fn discard_file(&self) {
+        self.state().file = None;
+    }
+
+    /// The admitted thread now holds the kernel lock.
+    pub(crate) fn locked(&self, shared: bool) {
+        if shared {
+            self.state().admitted = Admitted::Shared(1);
+        }
+    }
+
+    /// A holder leaves. Returns true if it was the last one, which must then release the kernel
+    /// lock and call [`Slot::released`].
+    pub(crate) fn leave(&self) -> bool {
+        let mut state = self.state();
+        match state.admitted {
+            Admitted::Shared(n) if n > 1 => {
+                state.admitted = Admitted::Shared(n - 1);
+                false
+            }
+            _ => {
+                // Stay admitted (as one releasing thread) until the kernel lock is released, so
+                // nobody joins a lock that is going away.
+                state.admitted = Admitted::One;
+                true
+            }
+        }
+    }
+
+    /// The kernel lock is released (or was never taken): let the next thread in.
+    pub(crate) fn released(&self) {
+        self.state().admitted = Admitted::Nobody;
+        self.changed.notify_all();
+    }
+}
