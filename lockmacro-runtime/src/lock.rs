@@ -218,7 +218,12 @@ impl Lock {
         loop {
             match self.attempt(&mut slot, matches!(wait, Wait::Block))? {
                 Attempt::Got(guard) => return Ok(guard),
-                Attempt::Stale => stale = self.count_stale(stale, &slot)?,
+                // A blocking or timed wait goes round until it succeeds or its deadline passes;
+                // only a plain try bounds how often the file may be replaced under it.
+                Attempt::Stale if matches!(wait, Wait::Try) => {
+                    stale = self.count_stale(stale, &slot)?
+                }
+                Attempt::Stale => {}
                 Attempt::Busy => {
                     let Wait::Until(deadline, timeout) = wait else {
                         return Err(self.held_error(&slot));
@@ -234,8 +239,8 @@ impl Lock {
         }
     }
 
-    /// Bounds how often a non-blocking attempt may find the file replaced under it (files
-    /// churned by `cleanup` holders): after that many, the lock is plainly busy.
+    /// Bounds how often a plain try may find the file replaced under it (files churned by
+    /// `cleanup` holders): after that many, the lock is plainly busy.
     fn count_stale(&self, stale: u32, slot: &Option<File>) -> Result<u32, Error> {
         if stale >= 1000 {
             return Err(self.held_error(slot));
@@ -342,7 +347,6 @@ pub(crate) struct Acquire<'a> {
     check_nested: bool,
     slot: Option<File>,
     pause: Duration,
-    stale: u32,
 }
 
 impl<'a> Acquire<'a> {
@@ -355,7 +359,6 @@ impl<'a> Acquire<'a> {
             check_nested,
             slot: None,
             pause: wait::FIRST_PAUSE,
-            stale: 0,
         }
     }
 }
@@ -383,10 +386,7 @@ impl Future for Acquire<'_> {
             match lock.attempt(&mut this.slot, false) {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(Attempt::Got(guard)) => return Poll::Ready(Ok(guard)),
-                Ok(Attempt::Stale) => match lock.count_stale(this.stale, &this.slot) {
-                    Ok(n) => this.stale = n,
-                    Err(e) => return Poll::Ready(Err(e)),
-                },
+                Ok(Attempt::Stale) => {} // replaced under us: go round at once
                 Ok(Attempt::Busy) => {
                     let now = Instant::now();
                     let mut wake = now + this.pause;
