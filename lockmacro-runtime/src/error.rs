@@ -189,6 +189,33 @@ impl std::error::Error for Error {
     }
 }
 
+/// For functions returning `io::Result`: the kind says what happened (`WouldBlock` for
+/// [`Error::Held`], `TimedOut` for [`Error::Timeout`], the original kind for [`Error::Io`]) and
+/// the message stays the same.
+///
+/// ```
+/// use lockmacro_runtime::exclusive;
+///
+/// #[exclusive(name = "doc-io-result", dir = "target/doc-locks")]
+/// fn read_config() -> std::io::Result<String> {
+///     Ok(String::from("ok"))
+/// }
+/// assert_eq!(read_config()?, "ok");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl From<Error> for io::Error {
+    fn from(err: Error) -> io::Error {
+        let kind = match &err {
+            Error::Held { .. } => io::ErrorKind::WouldBlock,
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Io { source, .. } => source.kind(),
+            Error::Nested { .. } => io::ErrorKind::Other,
+            Error::UnsafeDir { .. } => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
 /// The error and its causes on one line (`a: b: c`), for the exit and panic policies.
 pub(crate) fn one_line(err: &Error) -> String {
     let mut line = err.to_string();

@@ -149,7 +149,10 @@ fn path_text(path: &syn::Path) -> String {
 /// Stores a value, rejecting a key given twice (the error lands on the second key).
 fn set<T>(meta: &ParseNestedMeta<'_>, slot: &mut Option<T>, value: T) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(meta.error(format!("duplicate `{}` argument", path_text(&meta.path))));
+        return Err(syn::Error::new(
+            key_span(meta),
+            format!("duplicate `{}` argument", path_text(&meta.path)),
+        ));
     }
     *slot = Some(value);
     Ok(())

@@ -35,6 +35,8 @@ struct Plan {
     mode: TokenStream,
     policy: Policy,
     exit_code: i32,
+    /// Where a missing `From<Error>` for the user's error type is reported: the return type.
+    ret_span: Span,
 }
 
 impl Plan {
@@ -43,7 +45,7 @@ impl Plan {
             .krate
             .map_or_else(|| quote!(::lockmacro_runtime), |p| p.to_token_stream());
         let policy = match &args.on_conflict {
-            Some((lit, Policy::Error)) if !info.returns_result => {
+            Some((lit, Policy::Error)) if !info.may_return_result => {
                 return Err(syn::Error::new(
                     lit.span(),
                     "`on_conflict = \"error\"` needs a function that returns `Result`, so the \
@@ -55,12 +57,19 @@ impl Plan {
             None if info.returns_result => Policy::Error,
             None if args.wait.is_some() => Policy::Panic,
             None => {
+                let options = if args.timeout.is_some() {
+                    "`on_conflict = \"exit\"` or `on_conflict = \"panic\"` for when the timeout \
+                     runs out"
+                } else {
+                    "`wait`, or `on_conflict = \"exit\"` or `on_conflict = \"panic\"`"
+                };
                 return Err(syn::Error::new(
                     info.fn_span,
-                    "`#[exclusive]` needs to know what to do when the lock is taken: this \
-                     function does not return `Result`, so add `wait`, or \
-                     `on_conflict = \"exit\"` or `on_conflict = \"panic\"`",
-                ))
+                    format!(
+                        "`#[exclusive]` needs to know what to do when the lock is not obtained: \
+                         this function does not return `Result`, so add {options}"
+                    ),
+                ));
             }
         };
         if let Some((span, _)) = args.exit_code {
@@ -104,6 +113,7 @@ impl Plan {
             mode,
             policy,
             exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
+            ret_span: info.ret_span,
         })
     }
 
@@ -111,9 +121,15 @@ impl Plan {
     fn on_failure(&self, err: &syn::Ident) -> TokenStream {
         let krate = &self.krate;
         match self.policy {
-            Policy::Error => quote!(
-                return ::core::result::Result::Err(::core::convert::From::from(#err))
-            ),
+            Policy::Error => {
+                // rustc reports a missing `From` on the argument: place it on the return type.
+                let arg = syn::Ident::new(
+                    &err.to_string(),
+                    Span::mixed_site().located_at(self.ret_span),
+                );
+                let from = quote_spanned!(self.ret_span=> ::core::convert::From::from);
+                quote!(return ::core::result::Result::Err(#from(#arg)))
+            }
             Policy::Exit => {
                 let code = self.exit_code;
                 quote!(#krate::__private::exit(#err, #code))

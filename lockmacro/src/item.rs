@@ -7,6 +7,12 @@ use syn::{ItemFn, ReturnType, Type};
 pub(crate) struct FnInfo {
     pub(crate) is_main: bool,
     pub(crate) returns_result: bool,
+    /// False only when the return type certainly is not a `Result` (none, `()`, a primitive, a
+    /// reference, ...); a type alias might be one, so an explicit `"error"` policy is let through
+    /// and rustc checks it.
+    pub(crate) may_return_result: bool,
+    /// The return type (or the signature's end when there is none).
+    pub(crate) ret_span: Span,
     pub(crate) is_async: bool,
     /// The `fn` token: where "this function needs a policy" errors point.
     pub(crate) fn_span: Span,
@@ -15,8 +21,9 @@ pub(crate) struct FnInfo {
 pub(crate) fn parse(tokens: TokenStream) -> syn::Result<(ItemFn, FnInfo)> {
     let f = match syn::parse2::<syn::Item>(tokens.clone()) {
         Ok(syn::Item::Fn(f)) => f,
+        // syn keeps `fn f();` (a trait method without a body) as verbatim tokens.
+        Ok(syn::Item::Verbatim(_)) | Err(_) => return Err(bodyless_or_other(tokens)),
         Ok(other) => return Err(not_a_function(&other, tokens)),
-        Err(_) => return Err(bodyless_or_other(tokens)),
     };
     if let Some(const_token) = f.sig.constness {
         return Err(syn::Error::new(
@@ -27,6 +34,11 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<(ItemFn, FnInfo)> {
     let info = FnInfo {
         is_main: f.sig.ident == "main",
         returns_result: returns_result(&f.sig.output),
+        may_return_result: may_return_result(&f.sig.output),
+        ret_span: match &f.sig.output {
+            ReturnType::Type(_, ty) => syn::spanned::Spanned::span(ty),
+            ReturnType::Default => f.sig.paren_token.span.close(),
+        },
         is_async: f.sig.asyncness.is_some(),
         fn_span: f.sig.fn_token.span,
     };
@@ -44,6 +56,28 @@ fn returns_result(output: &ReturnType) -> bool {
     }
     matches!(ty, Type::Path(p) if p.qself.is_none()
         && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+}
+
+fn may_return_result(output: &ReturnType) -> bool {
+    const NOT_RESULT: &[&str] = &[
+        "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64", "String", "Option", "Vec", "Box", "ExitCode",
+    ];
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let mut ty: &Type = ty;
+    while let Type::Paren(inner) = ty {
+        ty = &inner.elem;
+    }
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| !NOT_RESULT.iter().any(|name| s.ident == name)),
+        _ => false,
+    }
 }
 
 fn not_a_function(item: &syn::Item, tokens: TokenStream) -> syn::Error {

@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(crate = "lockmacro runtime", wait)]
+fn backup() {}
+
+fn main() {
+    backup();
+}

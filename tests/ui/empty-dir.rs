@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(dir = "", wait)]
+fn backup() {}
+
+fn main() {
+    backup();
+}

@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(name = "", wait)]
+fn backup() {}
+
+fn main() {
+    backup();
+}

@@ -1,0 +1,4 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(exit_code = 256)]
+fn main() {}

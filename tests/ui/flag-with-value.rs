@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(wait = true)]
+fn backup() {}
+
+fn main() {
+    backup();
+}

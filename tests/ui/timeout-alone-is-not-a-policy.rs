@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(timeout = "5s")]
+fn backup() {}
+
+fn main() {
+    backup();
+}

@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(nmae = "backup", wait)]
+fn backup() {}
+
+fn main() {
+    backup();
+}

@@ -1,0 +1,8 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(on_conflict = "retry")]
+fn backup() {}
+
+fn main() {
+    backup();
+}
