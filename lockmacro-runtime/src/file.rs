@@ -89,18 +89,42 @@ fn require_regular(file: File) -> io::Result<File> {
 /// was blocked on a file which a `cleanup` holder then unlinked wakes up holding a lock on a dead
 /// inode; this check sends it round again. The PID is written first and the length set after,
 /// so the file never passes through an empty state (which would force a flush on ext4).
-pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool) -> io::Result<bool> {
+pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool, pid: u32) -> io::Result<bool> {
     let open = file.metadata()?;
     if check_identity && !names(&open, path)? {
         return Ok(false);
     }
-    let text = format!("{}\n", std::process::id());
-    write_at(file, text.as_bytes(), PID_OFFSET)?;
+    let mut buf = [0u8; 11];
+    let text = pid_line(pid, &mut buf);
     let len = PID_OFFSET + text.len() as u64;
+    // Re-acquiring in the same process finds its own PID there: reading it back is cheaper than
+    // rewriting it, which on ext4 journals an mtime update every time.
+    let mut current = [0u8; 11];
+    if open.len() == len
+        && read_at(file, &mut current[..text.len()], PID_OFFSET).ok() == Some(text.len())
+        && current[..text.len()] == *text
+    {
+        return Ok(true);
+    }
+    write_at(file, text, PID_OFFSET)?;
     if open.len() != len {
         file.set_len(len)?;
     }
     Ok(true)
+}
+
+/// `pid` as decimal text and a newline, without allocating (this is on every acquisition).
+fn pid_line(mut pid: u32, buf: &mut [u8; 11]) -> &[u8] {
+    let mut start = buf.len() - 1;
+    buf[start] = b'\n';
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (pid % 10) as u8;
+        pid /= 10;
+        if pid == 0 {
+            return &buf[start..];
+        }
+    }
 }
 
 /// True if `path` still names the open `file`; see [`stamp`].
@@ -174,6 +198,20 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Who holds a lock on `file` according to the kernel, as `Some(pids)` (empty: nobody), or
 /// `None` where the kernel cannot be asked. On Linux `/proc/locks` lists every flock holder with
 /// its PID, without us having to take (and so disturb) the lock.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pid_lines() {
+        let mut buf = [0u8; 11];
+        for pid in [0, 7, 10, 4242, u32::MAX] {
+            assert_eq!(
+                super::pid_line(pid, &mut buf),
+                format!("{pid}\n").as_bytes()
+            );
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
     use std::os::unix::fs::MetadataExt;

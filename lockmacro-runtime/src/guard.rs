@@ -35,10 +35,10 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(lock: Lock) -> LockGuard {
+    pub(crate) fn new(lock: Lock, pid: u32) -> LockGuard {
         LockGuard {
             lock,
-            pid: std::process::id(),
+            pid,
             released: false,
         }
     }

@@ -266,19 +266,20 @@ impl Lock {
             Wait::Block => Patience::Forever,
             Wait::Until(deadline, _) => Patience::Until(deadline),
         };
-        match slot.admit(spec.shared, patience) {
+        let pid = std::process::id();
+        match slot.admit(spec.shared, patience, pid) {
             Admission::Busy => return Ok(Attempt::Busy),
-            Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone()))),
+            Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone(), pid))),
             Admission::First => {}
         }
-        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block));
+        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid);
         if !matches!(outcome, Ok(Attempt::Got(_))) {
             slot.released();
         }
         outcome
     }
 
-    fn take_kernel_lock(&self, slot: &Slot, block: bool) -> Result<Attempt, Error> {
+    fn take_kernel_lock(&self, slot: &Slot, block: bool, pid: u32) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let f = slot.file(|| self.open())?;
         // fd-lock's guards borrow their `RwLock`; ours must be owned and `Send`. So the guard is
@@ -303,10 +304,10 @@ impl Lock {
             return Ok(Attempt::Busy);
         }
         let check_identity = !crate::hooks::broken("no-identity-check");
-        match file::stamp(&f, &spec.path, check_identity) {
+        match file::stamp(&f, &spec.path, check_identity, pid) {
             Ok(true) => {
                 slot.locked(spec.shared);
-                Ok(Attempt::Got(LockGuard::new(self.clone())))
+                Ok(Attempt::Got(LockGuard::new(self.clone(), pid)))
             }
             Ok(false) => {
                 slot.discard_file(); // the last reference goes with `f`: closed, unlocked

@@ -28,6 +28,8 @@ struct State {
     pid: u32,
     file: Option<Arc<File>>,
     admitted: Admitted,
+    /// Threads blocked in `admit`: only then is a wake-up (a futex syscall) worth making.
+    waiting: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +80,14 @@ impl Slot {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it; if something did, the state is still consistent.
-        let mut state = self
-            .state
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pid = std::process::id();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks to use the descriptor. `pid` is the caller's `std::process::id()`.
+    pub(crate) fn admit(&self, shared: bool, patience: Patience, pid: u32) -> Admission {
+        let mut state = self.state();
         if state.pid != pid {
             // Inherited through fork: the parent's descriptor and holders are not ours. Dropping
             // our copy of the descriptor leaves the parent's lock alone.
@@ -91,11 +96,6 @@ impl Slot {
                 ..State::default()
             };
         }
-        state
-    }
-
-    pub(crate) fn admit(&self, shared: bool, patience: Patience) -> Admission {
-        let mut state = self.state();
         loop {
             match state.admitted {
                 Admitted::Nobody => {
@@ -108,23 +108,30 @@ impl Slot {
                 }
                 _ => {}
             }
-            state = match patience {
+            let timeout = match patience {
                 Patience::None => return Admission::Busy,
-                Patience::Forever => self
+                Patience::Forever => None,
+                Patience::Until(deadline) => {
+                    match deadline.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => return Admission::Busy,
+                    }
+                }
+            };
+            state.waiting += 1;
+            state = match timeout {
+                None => self
                     .changed
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
-                Patience::Until(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Admission::Busy;
-                    }
+                Some(left) => {
                     self.changed
-                        .wait_timeout(state, deadline - now)
+                        .wait_timeout(state, left)
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .0
                 }
             };
+            state.waiting -= 1;
         }
     }
 
@@ -178,7 +185,10 @@ impl Slot {
 
     /// The kernel lock is released (or was never taken): let the next thread in.
     pub(crate) fn released(&self) {
-        self.state().admitted = Admitted::Nobody;
-        self.changed.notify_all();
+        let mut state = self.state();
+        state.admitted = Admitted::Nobody;
+        if state.waiting > 0 {
+            self.changed.notify_all();
+        }
     }
 }
