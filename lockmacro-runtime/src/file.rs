@@ -151,6 +151,42 @@ fn names(_open: &std::fs::Metadata, path: &Path) -> io::Result<bool> {
     Ok(path.exists())
 }
 
+/// Takes the kernel lock on `file`, blocking until it is free; `EINTR` is retried, never
+/// reported (a signal handler installed without `SA_RESTART` must not fail the wait).
+pub(crate) fn lock_blocking(file: &File, shared: bool) -> io::Result<()> {
+    let mut lock = fd_lock::RwLock::new(file);
+    loop {
+        // The guard is forgotten: see `LockGuard` for how the lock is released.
+        let res = if shared {
+            lock.read().map(std::mem::forget)
+        } else {
+            lock.write().map(std::mem::forget)
+        };
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Tries to take the kernel lock on `file` without blocking: `Ok(false)` if it is held.
+pub(crate) fn try_lock(file: &File, shared: bool) -> io::Result<bool> {
+    let mut lock = fd_lock::RwLock::new(file);
+    loop {
+        let res = if shared {
+            lock.try_read().map(std::mem::forget)
+        } else {
+            lock.try_write().map(std::mem::forget)
+        };
+        match res {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Releases the kernel lock but keeps the descriptor open for the next acquisition. Returns
 /// false where that is not possible (then closing the descriptor releases it).
 pub(crate) fn unlock(file: &File) -> bool {

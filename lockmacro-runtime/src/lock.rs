@@ -11,7 +11,7 @@ use fd_lock::RwLock;
 
 use crate::error::Error;
 use crate::guard::LockGuard;
-use crate::slot::{Admission, Patience, Slot};
+use crate::slot::{Admission, Patience, Proxied, Slot};
 use crate::{chain, dir, file, name, wait};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
@@ -60,6 +60,9 @@ enum Attempt {
     Busy,
     /// The file we locked is no longer the one at the path: open again.
     Stale,
+    /// Admitted in this process, but another process holds the kernel lock; we keep the
+    /// admission so that a proxy can wait in the kernel for us.
+    Admitted(Arc<File>, u32),
 }
 
 impl Lock {
@@ -222,26 +225,56 @@ impl Lock {
 
     /// The synchronous acquisition loop, without the nested-call check.
     pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
-        let mut pause = wait::FIRST_PAUSE;
         let mut stale = 0u32;
         loop {
-            match self.attempt(wait)? {
+            match self.attempt(wait, matches!(wait, Wait::Until(..)))? {
                 Attempt::Got(guard) => return Ok(guard),
                 // A blocking or timed wait goes round until it succeeds or its deadline passes;
                 // only a plain try bounds how often the file may be replaced under it.
                 Attempt::Stale if matches!(wait, Wait::Try) => stale = self.count_stale(stale)?,
                 Attempt::Stale => {}
-                Attempt::Busy => {
+                Attempt::Admitted(f, pid) => {
                     let Wait::Until(deadline, timeout) = wait else {
                         return Err(self.held_error());
                     };
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(self.timeout_error(timeout));
+                    let slot = self.slot();
+                    let outcome = match slot.start_proxy(f.clone(), self.spec.shared) {
+                        Ok(()) => slot.wait_proxy(deadline),
+                        Err(e) => Proxied::Done(Err(e)),
+                    };
+                    match self.proxied(outcome, &f, pid)? {
+                        Some(Attempt::Got(guard)) => return Ok(guard),
+                        Some(_) => {} // stale: go round
+                        None => return Err(self.timeout_error(timeout)),
                     }
-                    std::thread::sleep(pause.min(deadline - now));
-                    pause = wait::next_pause(pause);
                 }
+                Attempt::Busy => match wait {
+                    // Busy without admission: another thread of this process held on past
+                    // the deadline.
+                    Wait::Until(_, timeout) => return Err(self.timeout_error(timeout)),
+                    _ => return Err(self.held_error()),
+                },
+            }
+        }
+    }
+
+    /// Finishes a proxied wait: `Some(Got | Stale)` once the proxy is done, `None` if the
+    /// waiter gave up and the proxy keeps the admission.
+    fn proxied(&self, outcome: Proxied, f: &File, pid: u32) -> Result<Option<Attempt>, Error> {
+        let spec = &self.spec;
+        let slot = self.slot();
+        match outcome {
+            Proxied::Pending => Ok(None),
+            Proxied::Done(Ok(())) => {
+                let attempt = self.finish(slot, f, pid);
+                if !matches!(attempt, Ok(Attempt::Got(_))) {
+                    slot.released();
+                }
+                attempt.map(Some)
+            }
+            Proxied::Done(Err(e)) => {
+                slot.released();
+                Err(Error::io(&spec.name, &spec.path, "lock", e))
             }
         }
     }
@@ -257,8 +290,9 @@ impl Lock {
 
     /// One attempt: be admitted among this process's threads, then take the kernel lock on the
     /// (cached) descriptor, check the file is still the one at the path, record our PID. Only
-    /// `Wait::Block` blocks in the kernel; the others never do.
-    fn attempt(&self, wait: Wait) -> Result<Attempt, Error> {
+    /// `Wait::Block` blocks in the kernel. With `keep`, a kernel lock held elsewhere gives
+    /// `Attempt::Admitted` (admission kept) instead of `Attempt::Busy`.
+    fn attempt(&self, wait: Wait, keep: bool) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let slot = self.slot();
         let patience = match wait {
@@ -272,45 +306,48 @@ impl Lock {
             Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone(), pid))),
             Admission::First => {}
         }
-        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid);
-        if !matches!(outcome, Ok(Attempt::Got(_))) {
+        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid, keep);
+        if !matches!(outcome, Ok(Attempt::Got(_) | Attempt::Admitted(..))) {
             slot.released();
         }
         outcome
     }
 
-    fn take_kernel_lock(&self, slot: &Slot, block: bool, pid: u32) -> Result<Attempt, Error> {
+    fn take_kernel_lock(
+        &self,
+        slot: &Slot,
+        block: bool,
+        pid: u32,
+        keep: bool,
+    ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let f = slot.file(|| self.open())?;
-        // fd-lock's guards borrow their `RwLock`; ours must be owned and `Send`. So the guard is
-        // forgotten, and the lock released by `LOCK_UN` or by closing the descriptor (see
-        // `LockGuard`'s drop), which is also what the kernel does for a crashed holder.
-        let mut lock = RwLock::new(&*f);
-        let locked = loop {
-            let res = match (spec.shared, block) {
-                (false, false) => lock.try_write().map(std::mem::forget),
-                (false, true) => lock.write().map(std::mem::forget),
-                (true, false) => lock.try_read().map(std::mem::forget),
-                (true, true) => lock.read().map(std::mem::forget),
-            };
-            match res {
-                Ok(()) => break true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(e) => return Err(Error::io(&spec.name, &spec.path, "lock", e)),
-            }
-        };
-        if !locked {
-            return Ok(Attempt::Busy);
+        let locked = if block {
+            file::lock_blocking(&f, spec.shared).map(|()| true)
+        } else {
+            file::try_lock(&f, spec.shared)
         }
+        .map_err(|e| Error::io(&spec.name, &spec.path, "lock", e))?;
+        match (locked, keep) {
+            (true, _) => self.finish(slot, &f, pid),
+            (false, true) => Ok(Attempt::Admitted(f, pid)),
+            (false, false) => Ok(Attempt::Busy),
+        }
+    }
+
+    /// With the kernel lock held: check the file is still the one at the path, record our PID.
+    fn finish(&self, slot: &Slot, f: &File, pid: u32) -> Result<Attempt, Error> {
+        let spec = &self.spec;
         let check_identity = !crate::hooks::broken("no-identity-check");
-        match file::stamp(&f, &spec.path, check_identity, pid) {
+        match file::stamp(f, &spec.path, check_identity, pid) {
             Ok(true) => {
                 slot.locked(spec.shared);
                 Ok(Attempt::Got(LockGuard::new(self.clone(), pid)))
             }
             Ok(false) => {
-                slot.discard_file(); // the last reference goes with `f`: closed, unlocked
+                // Dropping the slot's reference (and then the caller's) closes the dead file,
+                // which unlocks it.
+                slot.discard_file();
                 Ok(Attempt::Stale)
             }
             Err(e) => {
@@ -376,8 +413,9 @@ pub(crate) fn deadline(timeout: Duration) -> Wait {
     Wait::Until(until, timeout)
 }
 
-/// The future behind [`Lock::acquire_async`]: non-blocking attempts, sleeping on the shared timer
-/// between them.
+/// The future behind [`Lock::acquire_async`]: a non-blocking attempt; if another process holds
+/// the lock, a proxy thread waits in the kernel and wakes the task (see `slot`); if another task
+/// of this process is in the way, the task retries after a capped backoff on the shared timer.
 pub(crate) struct Acquire<'a> {
     lock: &'a Lock,
     timeout: Option<Duration>,
@@ -385,6 +423,8 @@ pub(crate) struct Acquire<'a> {
     started: bool,
     check_nested: bool,
     pause: Duration,
+    /// Set while a proxy waits in the kernel for us.
+    proxy: Option<(Arc<File>, u32)>,
 }
 
 impl<'a> Acquire<'a> {
@@ -396,6 +436,14 @@ impl<'a> Acquire<'a> {
             started: false,
             check_nested,
             pause: wait::FIRST_PAUSE,
+            proxy: None,
+        }
+    }
+
+    fn timed_out(&self) -> Option<Duration> {
+        match (self.deadline, self.timeout) {
+            (Some(deadline), Some(timeout)) if Instant::now() >= deadline => Some(timeout),
+            _ => None,
         }
     }
 }
@@ -420,17 +468,53 @@ impl Future for Acquire<'_> {
             }
         }
         loop {
-            match lock.attempt(Wait::Try) {
+            if let Some((f, pid)) = this.proxy.clone() {
+                let slot = lock.slot();
+                let outcome = match this.timed_out() {
+                    Some(_) => slot.abandon_proxy(),
+                    None => slot.poll_proxy(cx.waker()),
+                };
+                match (lock.proxied(outcome, &f, pid), this.timed_out()) {
+                    (Ok(None), Some(timeout)) => {
+                        this.proxy = None;
+                        return Poll::Ready(Err(lock.timeout_error(timeout)));
+                    }
+                    (Ok(None), None) => {
+                        if let Some(deadline) = this.deadline {
+                            wait::wake_at(deadline, cx.waker().clone());
+                        }
+                        return Poll::Pending;
+                    }
+                    (Ok(Some(Attempt::Got(guard))), _) => {
+                        this.proxy = None;
+                        return Poll::Ready(Ok(guard));
+                    }
+                    (Ok(Some(_)), _) => this.proxy = None, // stale: go round
+                    (Err(e), _) => {
+                        this.proxy = None;
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                continue;
+            }
+            match lock.attempt(Wait::Try, true) {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(Attempt::Got(guard)) => return Poll::Ready(Ok(guard)),
                 Ok(Attempt::Stale) => {} // replaced under us: go round at once
+                Ok(Attempt::Admitted(f, pid)) => {
+                    if let Err(e) = lock.slot().start_proxy(Arc::clone(&f), lock.spec.shared) {
+                        lock.slot().released();
+                        let spec = &lock.spec;
+                        return Poll::Ready(Err(Error::io(&spec.name, &spec.path, "wait for", e)));
+                    }
+                    this.proxy = Some((f, pid));
+                }
                 Ok(Attempt::Busy) => {
-                    let now = Instant::now();
-                    let mut wake = now + this.pause;
-                    if let (Some(deadline), Some(timeout)) = (this.deadline, this.timeout) {
-                        if now >= deadline {
-                            return Poll::Ready(Err(lock.timeout_error(timeout)));
-                        }
+                    if let Some(timeout) = this.timed_out() {
+                        return Poll::Ready(Err(lock.timeout_error(timeout)));
+                    }
+                    let mut wake = Instant::now() + this.pause;
+                    if let Some(deadline) = this.deadline {
                         wake = wake.min(deadline);
                     }
                     this.pause = wait::next_pause(this.pause);
@@ -438,6 +522,17 @@ impl Future for Acquire<'_> {
                     return Poll::Pending;
                 }
             }
+        }
+    }
+}
+
+impl Drop for Acquire<'_> {
+    /// Cancellation: if a proxy is waiting for us, it releases whatever it gets; if it already
+    /// got the lock, the guard made here releases it at once.
+    fn drop(&mut self) {
+        if let Some((f, pid)) = self.proxy.take() {
+            let outcome = self.lock.slot().abandon_proxy();
+            drop(self.lock.proxied(outcome, &f, pid));
         }
     }
 }

@@ -12,8 +12,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::Waker;
 use std::time::Instant;
 
 #[derive(Debug, Default)]
@@ -30,6 +32,31 @@ struct State {
     admitted: Admitted,
     /// Threads blocked in `admit`: only then is a wake-up (a futex syscall) worth making.
     waiting: usize,
+    /// A thread blocked in the kernel on behalf of the admitted timed or async waiter.
+    proxy: Option<Proxy>,
+}
+
+/// Timed and async waiters cannot block in flock (it has no timeout, and would stall an
+/// executor), and polling is slow to notice a release or burns CPU. So the admitted waiter lets
+/// a proxy thread block in the kernel for it and waits for the outcome with its own deadline
+/// (a condvar) or waker. A waiter that gives up leaves the proxy in charge of the admission: the
+/// proxy releases whatever it gets. There is at most one proxy per lock file at a time.
+#[derive(Debug)]
+struct Proxy {
+    /// Set when the blocking call returned.
+    outcome: Option<io::Result<()>>,
+    /// False once the waiter gave up.
+    wanted: bool,
+    waker: Option<Waker>,
+}
+
+/// What became of a proxied wait.
+#[derive(Debug)]
+pub(crate) enum Proxied {
+    /// The kernel lock is ours (or the blocking call failed).
+    Done(io::Result<()>),
+    /// Still blocked in the kernel.
+    Pending,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +183,103 @@ impl Slot {
     /// caller drops its own reference.
     pub(crate) fn discard_file(&self) {
         self.state().file = None;
+    }
+
+    /// Lets a proxy thread take the kernel lock on `file` for the admitted caller, blocking.
+    /// Fails only if no thread can be started.
+    pub(crate) fn start_proxy(self: &Arc<Self>, file: Arc<File>, shared: bool) -> io::Result<()> {
+        self.state().proxy = Some(Proxy {
+            outcome: None,
+            wanted: true,
+            waker: None,
+        });
+        let slot = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name("lockmacro-wait".into())
+            .spawn(move || {
+                let outcome = crate::file::lock_blocking(&file, shared);
+                slot.proxy_done(&file, outcome);
+            });
+        if let Err(e) = started {
+            self.state().proxy = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn proxy_done(&self, file: &File, outcome: io::Result<()>) {
+        let mut state = self.state();
+        match &mut state.proxy {
+            Some(proxy) if proxy.wanted => {
+                proxy.outcome = Some(outcome);
+                if let Some(waker) = proxy.waker.take() {
+                    waker.wake();
+                }
+            }
+            _ => {
+                // Nobody wants it any more: give it straight back, and the admission with it.
+                if outcome.is_ok() && !crate::file::unlock(file) {
+                    state.file = None;
+                }
+                state.proxy = None;
+                state.admitted = Admitted::Nobody;
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Checks on the proxy for an async waiter, leaving `waker` to be woken when it is done.
+    pub(crate) fn poll_proxy(&self, waker: &Waker) -> Proxied {
+        let mut state = self.state();
+        let Some(proxy) = &mut state.proxy else {
+            return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
+        };
+        if let Some(outcome) = proxy.outcome.take() {
+            state.proxy = None;
+            return Proxied::Done(outcome);
+        }
+        proxy.waker = Some(waker.clone());
+        Proxied::Pending
+    }
+
+    /// Waits for the proxy until `deadline` (a synchronous timed waiter); gives up after it.
+    pub(crate) fn wait_proxy(&self, deadline: Instant) -> Proxied {
+        let mut state = self.state();
+        loop {
+            let Some(proxy) = &mut state.proxy else {
+                return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
+            };
+            if let Some(outcome) = proxy.outcome.take() {
+                state.proxy = None;
+                return Proxied::Done(outcome);
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                drop(state);
+                return self.abandon_proxy();
+            };
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The waiter gives up. If the proxy already succeeded the lock is ours after all
+    /// (`Done(Ok)`, to be used or released by the caller); otherwise the proxy takes over the
+    /// admission and releases whatever it gets.
+    pub(crate) fn abandon_proxy(&self) -> Proxied {
+        let mut state = self.state();
+        let Some(proxy) = &mut state.proxy else {
+            return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
+        };
+        if let Some(outcome) = proxy.outcome.take() {
+            state.proxy = None;
+            return Proxied::Done(outcome);
+        }
+        proxy.wanted = false;
+        proxy.waker = None;
+        Proxied::Pending
     }
 
     /// The admitted thread now holds the kernel lock.
