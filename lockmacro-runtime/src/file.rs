@@ -234,20 +234,6 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Who holds a lock on `file` according to the kernel, as `Some(pids)` (empty: nobody), or
 /// `None` where the kernel cannot be asked. On Linux `/proc/locks` lists every flock holder with
 /// its PID, without us having to take (and so disturb) the lock.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pid_lines() {
-        let mut buf = [0u8; 11];
-        for pid in [0, 7, 10, 4242, u32::MAX] {
-            assert_eq!(
-                super::pid_line(pid, &mut buf),
-                format!("{pid}\n").as_bytes()
-            );
-        }
-    }
-}
-
 #[cfg(target_os = "linux")]
 pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
     use std::os::unix::fs::MetadataExt;
@@ -259,7 +245,7 @@ pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
         rustix::fs::minor(dev),
         meta.ino()
     );
-    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    let table = read_proc_locks()?;
     // A line: `1: FLOCK  ADVISORY  WRITE 4242 00:1b:1234 0 EOF`; waiters have `->` after `1:`.
     let pids = table
         .lines()
@@ -272,6 +258,24 @@ pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
         })
         .collect();
     Some(pids)
+}
+
+/// `/proc/locks` in one `read` call: the kernel produces it a chunk per call and finds its place
+/// again by position, so with small reads an entry that disappears in between makes another
+/// (ours) be skipped. One call large enough for the whole table is a consistent snapshot.
+#[cfg(target_os = "linux")]
+fn read_proc_locks() -> Option<String> {
+    use std::io::Read;
+    let mut size = 64 * 1024;
+    loop {
+        let mut buf = vec![0u8; size];
+        let n = File::open("/proc/locks").ok()?.read(&mut buf).ok()?;
+        if n < size {
+            buf.truncate(n);
+            return String::from_utf8(buf).ok();
+        }
+        size *= 4; // it may not all have fit: read it whole again
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -290,5 +294,19 @@ pub(crate) fn holder_pid(file: &File) -> Option<u32> {
             _ => pids.into_iter().min(),
         },
         None => recorded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pid_lines() {
+        let mut buf = [0u8; 11];
+        for pid in [0, 7, 10, 4242, u32::MAX] {
+            assert_eq!(
+                super::pid_line(pid, &mut buf),
+                format!("{pid}\n").as_bytes()
+            );
+        }
     }
 }

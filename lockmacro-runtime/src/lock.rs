@@ -43,8 +43,11 @@ pub(crate) struct Spec {
     pub(crate) path: Arc<PathBuf>,
     pub(crate) cleanup: bool,
     pub(crate) shared: bool,
-    /// This process's state for the lock file, shared by every `Lock` of the same path.
+    /// This process's state for the lock file, shared by every `Lock` of the same file.
     slot: OnceLock<Arc<Slot>>,
+    /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
+    /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock.
+    key: OnceLock<Arc<PathBuf>>,
 }
 
 /// How long an acquisition may wait.
@@ -85,6 +88,7 @@ impl Lock {
                 cleanup: false,
                 shared: false,
                 slot: OnceLock::new(),
+                key: OnceLock::new(),
             }),
         }
     }
@@ -145,14 +149,25 @@ impl Lock {
     }
 
     /// Takes the lock, waiting at most `timeout`; [`Error::Timeout`] after that.
+    ///
+    /// flock has no timeout, and polling is slow to notice a release or burns CPU, so when
+    /// another process holds the lock a helper thread waits in the kernel for this call (at most
+    /// one per lock file) while the caller waits for it with its deadline: the handoff takes tens
+    /// of microseconds and the wait costs no CPU. If the caller gives up, the helper stays until
+    /// the lock is next released, then takes it for an instant and releases it. So a process
+    /// that timed out may still briefly appear as the holder at that moment (another process's
+    /// `try_acquire` can see it held), and a waiting helper, like any waiter, keeps the last
+    /// shared `cleanup` holder from removing the file. Exclusion is never affected.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, Error> {
         self.not_nested()?;
         self.acquire_with(deadline(timeout))
     }
 
-    /// Takes the lock without blocking the executor: between attempts the task sleeps on a
-    /// shared timer thread, so any executor works. Dropping the future cancels the wait and
-    /// leaves nothing behind.
+    /// Takes the lock without blocking the executor, on any executor: when another process
+    /// holds the lock, a helper thread waits in the kernel and wakes the task (as for
+    /// [`acquire_timeout`](Lock::acquire_timeout), whose notes apply); when another task of this
+    /// process holds it, the task retries after a capped backoff on a shared timer thread.
+    /// Dropping the future cancels the wait: no lock is kept and no descriptor leaks.
     pub fn acquire_async(&self) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
         Acquire::new(self, None, true)
     }
@@ -203,7 +218,7 @@ impl Lock {
     }
 
     fn not_nested(&self) -> Result<(), Error> {
-        match chain::held(self.path()) {
+        match chain::held(&self.key()) {
             Some(held_shared) => Err(self.nested(held_shared)),
             None => Ok(()),
         }
@@ -218,9 +233,26 @@ impl Lock {
     }
 
     pub(crate) fn slot(&self) -> &Arc<Slot> {
-        self.spec
-            .slot
-            .get_or_init(|| Slot::for_path(&self.spec.path))
+        self.spec.slot.get_or_init(|| {
+            // Create the directory first so that the key is canonical; a failure here is
+            // reported by the open that follows.
+            let spec = &self.spec;
+            let _ = dir::ensure(&spec.name, &spec.dir, spec.private_dir);
+            Slot::for_path(&self.key())
+        })
+    }
+
+    /// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
+    pub(crate) fn key(&self) -> Arc<PathBuf> {
+        if let Some(key) = self.spec.key.get() {
+            return Arc::clone(key);
+        }
+        let Ok(dir) = std::fs::canonicalize(&self.spec.dir) else {
+            // No directory yet, so nothing can hold a lock in it yet; try again next time.
+            return Arc::clone(&self.spec.path);
+        };
+        let name = self.spec.path.file_name().unwrap_or_default();
+        Arc::clone(self.spec.key.get_or_init(|| Arc::new(dir.join(name))))
     }
 
     /// The synchronous acquisition loop, without the nested-call check.
@@ -416,6 +448,7 @@ pub(crate) fn deadline(timeout: Duration) -> Wait {
 /// The future behind [`Lock::acquire_async`]: a non-blocking attempt; if another process holds
 /// the lock, a proxy thread waits in the kernel and wakes the task (see `slot`); if another task
 /// of this process is in the way, the task retries after a capped backoff on the shared timer.
+#[derive(Debug)]
 pub(crate) struct Acquire<'a> {
     lock: &'a Lock,
     timeout: Option<Duration>,

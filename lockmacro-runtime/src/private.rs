@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ impl Mode {
 /// run without acquiring), does not hold it (`Ok(false)`), or holds it only shared while
 /// exclusive is asked for, which can never succeed.
 fn reentrant(lock: &Lock) -> Result<bool, Error> {
-    match chain::held(lock.path()) {
+    match chain::held(&lock.key()) {
         None => Ok(false),
         Some(held_shared) if held_shared && !lock.spec().shared => Err(lock.nested(true)),
         Some(_) => Ok(true),
@@ -81,10 +81,7 @@ pub fn enter(site: &'static Site, mode: Mode) -> Result<Scope, Error> {
     }
     let guard = lock.acquire_with(mode.wait())?;
     Ok(Scope {
-        _entry: Some(chain::Entry::push(
-            Arc::clone(&lock.spec().path),
-            lock.spec().shared,
-        )),
+        _entry: Some(chain::Entry::push(lock.key(), lock.spec().shared)),
         _guard: Some(guard),
     })
 }
@@ -93,13 +90,15 @@ pub fn enter(site: &'static Site, mode: Mode) -> Result<Scope, Error> {
 /// poll of the body (see [`AsyncScope::run`]), so other tasks on the same thread are excluded.
 #[derive(Debug)]
 pub struct AsyncScope {
-    held: Option<(LockGuard, &'static Lock)>,
+    lock: &'static Lock,
+    /// `None` when entered nested inside a hold of the same lock.
+    guard: Option<LockGuard>,
 }
 
 pub async fn enter_async(site: &'static Site, mode: Mode) -> Result<AsyncScope, Error> {
     let lock = site.lock();
     if reentrant(lock)? {
-        return Ok(AsyncScope { held: None });
+        return Ok(AsyncScope { lock, guard: None });
     }
     let guard = match mode {
         Mode::Try => lock.acquire_with(Wait::Try)?,
@@ -107,7 +106,8 @@ pub async fn enter_async(site: &'static Site, mode: Mode) -> Result<AsyncScope, 
         Mode::Timeout(t) => Acquire::new(lock, Some(t), false).await?,
     };
     Ok(AsyncScope {
-        held: Some((guard, lock)),
+        lock,
+        guard: Some(guard),
     })
 }
 
@@ -118,6 +118,7 @@ impl AsyncScope {
         Scoped {
             scope: self,
             body: Box::pin(body),
+            catching_up: None,
         }
     }
 }
@@ -127,6 +128,8 @@ impl AsyncScope {
 pub struct Scoped<F> {
     scope: AsyncScope,
     body: Pin<Box<F>>,
+    /// A nested body whose enclosing hold ended before it did, waiting for the lock itself.
+    catching_up: Option<Pin<Box<Acquire<'static>>>>,
 }
 
 impl<F: Future> Future for Scoped<F> {
@@ -134,16 +137,39 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let entry =
-            this.scope.held.as_ref().map(|(_, lock)| {
-                chain::Entry::push(Arc::clone(&lock.spec().path), lock.spec().shared)
-            });
+        let lock = this.scope.lock;
+        if this.scope.guard.is_none() && !covered(lock) {
+            // Entered nested, but polled outside the hold it was nested in (the future was
+            // kept past its parent's end): never run on unlocked; wait for the lock first.
+            let catching_up = this
+                .catching_up
+                .get_or_insert_with(|| Box::pin(Acquire::new(lock, None, false)));
+            match catching_up.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(guard)) => this.scope.guard = Some(guard),
+                Poll::Ready(Err(err)) => panic(err),
+            }
+            this.catching_up = None;
+        }
+        let entry = this
+            .scope
+            .guard
+            .as_ref()
+            .map(|_| chain::Entry::push(lock.key(), lock.spec().shared));
         let out = this.body.as_mut().poll(cx);
         drop(entry);
         if out.is_ready() {
-            this.scope.held = None;
+            this.scope.guard = None;
         }
         out
+    }
+}
+
+/// Whether the current call chain holds `lock` in a way that covers a request for it.
+fn covered(lock: &Lock) -> bool {
+    match chain::held(&lock.key()) {
+        Some(held_shared) => !held_shared || lock.spec().shared,
+        None => false,
     }
 }
 
