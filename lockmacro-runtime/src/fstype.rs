@@ -22,8 +22,8 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
         name: name.to_owned(),
         path: dir.to_owned(),
         reason: format!(
-            "it is on a {kind} filesystem, where flock is emulated or unreliable; use a local \
-             directory, or set {ALLOW_NETWORK_FS_ENV}=1 to lock there anyway"
+            "it is on {kind}, a network filesystem where flock is emulated or unreliable; use \
+             a local directory, or set {ALLOW_NETWORK_FS_ENV}=1 to lock there anyway"
         ),
     })
 }

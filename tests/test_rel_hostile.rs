@@ -1,0 +1,450 @@
+//! Hostile directories (trap 5), the environment-independent default directory (trap 6) and
+//! network filesystems (trap 12) of shared/LOCKING.md.
+//!
+//! Permission checks mean nothing as root, so every child facing an attack runs as user
+//! `nobody` (uid 65534) through `setpriv`; root plays the other user who prepared the trap.
+//! Each attack is faced twice: through the runtime API (`lm-attack hold`, which reports the
+//! `Error` variant and message) and by a real `#[exclusive] fn main` (`lm-attack main`, which
+//! must print exactly one line on stderr and exit non-zero).
+
+mod common_rel;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common_rel::{
+    attack, chown, one_line_refusal, reported_error, require_setpriv, set_mode, tempdir_for_nobody,
+    NOBODY,
+};
+use lockmacro_runtime::Lock;
+
+/// The lock name of `lm-attack main` (its `#[exclusive(name = ...)]`).
+const MAIN_LOCK: &str = "lm-attack-main";
+
+fn path_of(dir: &Path, name: &str) -> PathBuf {
+    Lock::new(name).dir(dir).path().to_owned()
+}
+
+fn show(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `lm-attack hold <dir> <name> --block` as nobody: must fail (never hang, though it was told to
+/// wait) with an error of `variant` whose message contains every one of `words`.
+fn nobody_api_refused(dir: &str, name: &str, variant: &str, words: &[&str]) -> String {
+    let done = attack(["hold", dir, name, "--block"]).under_nobody().run();
+    let err = reported_error(&done);
+    assert_eq!(err.variant, variant, "{err:#?}");
+    for word in words {
+        assert!(
+            err.msg.contains(word),
+            "{word:?} missing from {:?}",
+            err.msg
+        );
+    }
+    err.msg
+}
+
+/// `lm-attack main` as nobody with `LOCKMACRO_DIR=dir` (or the default directory): one line,
+/// non-zero status, containing every one of `words`.
+fn nobody_main_refused(dir: Option<&Path>, words: &[&str]) -> String {
+    let mut spec = attack(["main"]).under_nobody().env("RUST_BACKTRACE", "1");
+    if let Some(dir) = dir {
+        spec = spec.env("LOCKMACRO_DIR", dir);
+    }
+    let line = one_line_refusal(&spec.run());
+    for word in words {
+        assert!(line.contains(word), "{word:?} missing from {line:?}");
+    }
+    line
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) A symlink planted at the lock file's path.
+
+#[test]
+fn planted_symlink_is_refused_and_the_victim_is_untouched_as_nobody() {
+    require_setpriv();
+    let shared = tempdir_for_nobody();
+    set_mode(shared.path(), 0o1777); // a shared sticky directory, like /tmp
+    let victim = shared.path().join("victim.txt");
+    fs::write(&victim, "precious data\n").expect("write victim");
+    chown(&victim, NOBODY); // nobody could write it, if tricked into opening it
+    let before = fs::metadata(&victim).expect("stat victim");
+    let dangling = shared.path().join("would-be-created");
+    let dir = show(shared.path());
+
+    let planted = path_of(shared.path(), "planted");
+    std::os::unix::fs::symlink(&victim, &planted).expect("plant symlink");
+    let msg = nobody_api_refused(&dir, "planted", "Io", &["symbolic link", &show(&planted)]);
+    eprintln!("[figures] symlink, API: {msg}");
+
+    let dangling_link = path_of(shared.path(), "dangling");
+    std::os::unix::fs::symlink(&dangling, &dangling_link).expect("plant dangling symlink");
+    nobody_api_refused(&dir, "dangling", "Io", &["symbolic link"]);
+    assert!(
+        !dangling.exists(),
+        "the target of a dangling symlink must not be created"
+    );
+
+    let main_link = path_of(shared.path(), MAIN_LOCK);
+    std::os::unix::fs::symlink(&victim, &main_link).expect("plant symlink");
+    let line = nobody_main_refused(Some(shared.path()), &["symbolic link", &show(&main_link)]);
+    eprintln!("[figures] symlink, #[exclusive] main: {line}");
+
+    let after = fs::metadata(&victim).expect("stat victim");
+    assert_eq!(fs::read(&victim).expect("read victim"), b"precious data\n");
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec(), after.len()),
+        (before.mtime(), before.mtime_nsec(), before.len()),
+        "the victim must not be written"
+    );
+    for link in [&planted, &main_link, &dangling_link] {
+        assert!(
+            fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()),
+            "the planted symlink {} should be left alone",
+            link.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) The default directory of uid 65534 prepared by somebody else. All cases use the one real
+// directory, so they run in this one test, which removes whatever it made.
+
+/// Removes the default directory of nobody (a symlink or a directory tree) when dropped.
+struct RemoveDefault(PathBuf);
+
+impl RemoveDefault {
+    fn clear(&self) {
+        match fs::symlink_metadata(&self.0) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&self.0).expect("remove default dir"),
+            Ok(_) => fs::remove_file(&self.0).expect("remove default dir entry"),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for RemoveDefault {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// `mkdir -m <mode> <path>` run as nobody.
+fn mkdir_as_nobody(path: &Path, mode: u32) {
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "mkdir",
+            "-m",
+        ])
+        .arg(format!("{mode:o}"))
+        .arg(path)
+        .status()
+        .expect("run setpriv mkdir");
+    assert!(
+        status.success(),
+        "mkdir -m {mode:o} {} as nobody",
+        path.display()
+    );
+    let meta = fs::symlink_metadata(path).expect("stat");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (NOBODY, mode));
+}
+
+#[test]
+fn unsafe_default_directory_is_refused_as_nobody() {
+    require_setpriv();
+    let asked = attack(["default-dir"]).under_nobody().run();
+    assert_eq!(asked.code(), Some(0), "{asked:#?}");
+    let default = PathBuf::from(
+        asked
+            .line("dir")
+            .strip_prefix("dir ")
+            .expect("`dir <path>`"),
+    );
+    assert!(
+        default.ends_with(format!("lockmacro-{NOBODY}")),
+        "unexpected default directory for nobody: {}",
+        default.display()
+    );
+    let guard = RemoveDefault(default.clone());
+    guard.clear(); // a leftover of an interrupted run
+    let shown = show(&default);
+    let name = "hostile-default";
+
+    // Owned by root (another user), whatever its mode.
+    for mode in [0o700, 0o755, 0o777] {
+        fs::create_dir(&default).expect("mkdir default");
+        set_mode(&default, mode);
+        let msg = nobody_api_refused("-", name, "UnsafeDir", &[&shown, "owned by uid 0"]);
+        let line = nobody_main_refused(None, &[&shown, "owned by uid 0"]);
+        eprintln!("[figures] default dir owned by root, mode {mode:o}: {msg} | {line}");
+        guard.clear();
+    }
+
+    // Made by nobody itself, but open to others.
+    for mode in [0o777, 0o770, 0o1777] {
+        mkdir_as_nobody(&default, mode);
+        let msg = nobody_api_refused("-", name, "UnsafeDir", &[&shown, "writable by other users"]);
+        let line = nobody_main_refused(None, &[&shown, "writable by other users"]);
+        eprintln!("[figures] default dir owned by nobody, mode {mode:o}: {msg} | {line}");
+        guard.clear();
+    }
+
+    // A symlink, even to a directory that would pass every other check.
+    let elsewhere = tempdir_for_nobody();
+    let target = elsewhere.path().join("target");
+    fs::create_dir(&target).expect("mkdir target");
+    chown(&target, NOBODY);
+    set_mode(&target, 0o700);
+    for owner in [0, NOBODY] {
+        std::os::unix::fs::symlink(&target, &default).expect("symlink default");
+        std::os::unix::fs::lchown(&default, Some(owner), Some(owner)).expect("lchown");
+        let msg = nobody_api_refused("-", name, "UnsafeDir", &[&shown, "symbolic link"]);
+        let line = nobody_main_refused(None, &[&shown, "symbolic link"]);
+        eprintln!("[figures] default dir is a symlink owned by uid {owner}: {msg} | {line}");
+        guard.clear();
+    }
+    assert_eq!(
+        fs::read_dir(&target).expect("list target").count(),
+        0,
+        "nothing may be created through the symlink"
+    );
+
+    // Control: absent, nobody creates it private and uses it. Proves the refusals above come
+    // from the traps, not from nobody being unable to use the default directory at all.
+    let mut holder = attack(["hold", "-", name]).under_nobody().spawn();
+    holder.expect_pid("locked");
+    let meta = fs::symlink_metadata(&default).expect("default dir created");
+    assert!(meta.is_dir());
+    assert_eq!(meta.uid(), NOBODY);
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+    let file = fs::metadata(path_of(&default, name)).expect("lock file");
+    assert_eq!(
+        (file.uid(), file.permissions().mode() & 0o777),
+        (NOBODY, 0o600)
+    );
+    let done = holder.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    let mut main = attack(["main"]).under_nobody().spawn();
+    main.expect_pid("locked");
+    let done = main.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    drop(guard);
+    assert!(fs::symlink_metadata(&default).is_err(), "left behind");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) A lock file squatted by another user in a shared sticky directory.
+
+#[test]
+fn squatted_lock_file_in_sticky_dir_fails_fast_as_nobody() {
+    require_setpriv();
+    let shared = tempdir_for_nobody();
+    set_mode(shared.path(), 0o1777);
+    let dir = show(shared.path());
+
+    // Squatted: created by root, mode 0600.
+    let squatted = path_of(shared.path(), "squatted");
+    fs::write(&squatted, "1\n").expect("squat");
+    set_mode(&squatted, 0o600);
+    let msg = nobody_api_refused(
+        &dir,
+        "squatted",
+        "Io",
+        &["Permission denied", &show(&squatted)],
+    );
+    eprintln!("[figures] squatted file: {msg}");
+
+    // Squatted and held by root: still a fast permission error, not a wait.
+    let held = Lock::new("held-squat").dir(shared.path());
+    let guard = held.try_acquire().expect("root holds its squatted file");
+    nobody_api_refused(&dir, "held-squat", "Io", &["Permission denied"]);
+    guard.release().expect("release");
+
+    let main_path = path_of(shared.path(), MAIN_LOCK);
+    fs::write(&main_path, "1\n").expect("squat");
+    set_mode(&main_path, 0o600);
+    let line = nobody_main_refused(
+        Some(shared.path()),
+        &["Permission denied", &show(&main_path)],
+    );
+    eprintln!("[figures] squatted file, #[exclusive] main: {line}");
+
+    for path in [&squatted, &main_path] {
+        assert_eq!(fs::read(path).expect("read squatted file"), b"1\n");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) An explicit directory nobody cannot write.
+
+#[test]
+fn unwritable_directory_is_a_clear_error_as_nobody() {
+    require_setpriv();
+    let root_only = tempfile::tempdir().expect("temp dir");
+    set_mode(root_only.path(), 0o755);
+    let dir = show(root_only.path());
+    let msg = nobody_api_refused(
+        &dir,
+        "unwritable",
+        "Io",
+        &["open lock file", "Permission denied", &dir],
+    );
+    eprintln!("[figures] unwritable dir: {msg}");
+
+    // A directory to be created inside it.
+    let sub = root_only.path().join("sub");
+    let msg = nobody_api_refused(
+        &show(&sub),
+        "unwritable",
+        "Io",
+        &["create lock directory", "Permission denied", &show(&sub)],
+    );
+    eprintln!("[figures] unwritable parent: {msg}");
+    assert!(!sub.exists());
+
+    let line = nobody_main_refused(Some(root_only.path()), &["Permission denied", &dir]);
+    eprintln!("[figures] unwritable dir, #[exclusive] main: {line}");
+    assert_eq!(fs::read_dir(root_only.path()).expect("list").count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trap 6: the same program started from two different environments must pick the same lock.
+
+#[test]
+fn default_directory_does_not_depend_on_the_environment() {
+    let name = "lockmacro-rel-env-independence"; // `lm-attack env-main`'s lock, with cleanup
+    let path = Lock::new(name)
+        .dir(lockmacro_runtime::default_dir())
+        .path()
+        .to_owned();
+    // Started like cron would: an empty environment.
+    let mut first = attack(["env-main"])
+        .wrapped(["env", "-i", "PATH=/usr/bin:/bin"])
+        .spawn();
+    let pid = first.expect_pid("locked");
+    assert_eq!(pid, first.id(), "env(1) execs the program");
+
+    // Started like a login shell would, with every variable a naive default could follow
+    // pointing elsewhere.
+    let xdg = tempfile::tempdir().expect("temp dir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tempfile::tempdir().expect("temp dir");
+    let second = attack(["env-main"])
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .env("TMPDIR", tmp.path())
+        .env("HOME", home.path())
+        .env("RUST_BACKTRACE", "1")
+        .run();
+    assert_eq!(second.code(), Some(1), "{second:#?}");
+    let line = one_line_refusal(&second);
+    assert!(
+        line.contains(&format!("held by pid {pid}")) && line.contains(&show(&path)),
+        "the refusal should name the first copy's PID and the lock file: {line}"
+    );
+    eprintln!("[figures] env independence: {line}");
+
+    // And the other way round: the first copy in a rich environment, a second one in none.
+    let done = first.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    let mut rich = attack(["env-main"])
+        .env("XDG_RUNTIME_DIR", xdg.path())
+        .env("TMPDIR", tmp.path())
+        .env("HOME", home.path())
+        .spawn();
+    let rich_pid = rich.expect_pid("locked");
+    let bare = attack(["env-main"])
+        .wrapped(["env", "-i", "PATH=/usr/bin:/bin"])
+        .run();
+    assert_eq!(bare.code(), Some(1), "{bare:#?}");
+    assert!(
+        one_line_refusal(&bare).contains(&format!("held by pid {rich_pid}")),
+        "{bare:#?}"
+    );
+    let done = rich.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    for dir in [&xdg, &tmp, &home] {
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+    assert!(
+        !path.exists(),
+        "`cleanup` should have removed {}",
+        path.display()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trap 12: network filesystems are refused unless the user opts in. The filesystem type is
+// mocked with the runtime's `LOCKMACRO_TEST_FS_MAGIC` hook.
+
+#[test]
+fn network_filesystems_are_refused_unless_allowed() {
+    let base = tempfile::tempdir().expect("temp dir");
+    let dir = show(base.path());
+    for (magic, kind) in [
+        ("0x6969", "NFS"),
+        ("0xff534d42", "SMB/CIFS"),
+        ("0x65735546", "FUSE"),
+        ("0x01021997", "9p"),
+    ] {
+        let refused = attack(["hold", &dir, "netfs"])
+            .env("LOCKMACRO_TEST_FS_MAGIC", magic)
+            .run();
+        let err = reported_error(&refused);
+        assert_eq!(err.variant, "UnsafeDir", "{magic}: {err:#?}");
+        assert_eq!(
+            err.path,
+            base.path(),
+            "{magic}: the error names the directory"
+        );
+        for word in [kind, "LOCKMACRO_ALLOW_NETWORK_FS"] {
+            assert!(
+                err.msg.contains(word),
+                "{magic}: {word:?} missing: {err:#?}"
+            );
+        }
+        // Only "1" opts in.
+        let not_one = attack(["hold", &dir, "netfs"])
+            .env("LOCKMACRO_TEST_FS_MAGIC", magic)
+            .env("LOCKMACRO_ALLOW_NETWORK_FS", "0")
+            .run();
+        assert_eq!(reported_error(&not_one).variant, "UnsafeDir");
+
+        let mut allowed = attack(["hold", &dir, "netfs"])
+            .env("LOCKMACRO_TEST_FS_MAGIC", magic)
+            .env("LOCKMACRO_ALLOW_NETWORK_FS", "1")
+            .spawn();
+        allowed.expect_pid("locked");
+        let done = allowed.finish();
+        assert_eq!(done.code(), Some(0), "{magic} with opt-in: {done:#?}");
+        eprintln!(
+            "[figures] fs magic {magic}: refused ({}), allowed with opt-in",
+            err.msg
+        );
+    }
+
+    // A local type passes without opt-in (the mock itself is not what refuses).
+    let mut local = attack(["hold", &dir, "netfs"])
+        .env("LOCKMACRO_TEST_FS_MAGIC", "0xef53")
+        .spawn();
+    local.expect_pid("locked");
+    assert_eq!(local.finish().code(), Some(0));
+
+    // The `#[exclusive] fn main` refusal is one line too.
+    let line = one_line_refusal(
+        &attack(["main"])
+            .env("LOCKMACRO_DIR", base.path())
+            .env("LOCKMACRO_TEST_FS_MAGIC", "0x6969")
+            .env("RUST_BACKTRACE", "1")
+            .run(),
+    );
+    assert!(
+        line.contains("NFS") && line.contains("LOCKMACRO_ALLOW_NETWORK_FS"),
+        "{line}"
+    );
+}
