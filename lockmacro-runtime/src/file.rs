@@ -106,9 +106,10 @@ pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool, pid: u32) ->
     {
         return Ok(true);
     }
-    write_at(file, text, PID_OFFSET)?;
-    if open.len() != len {
-        file.set_len(len)?;
+    // The PID is information, never authority: failing to record it (a full disk, a quota)
+    // must not fail the lock, which we hold.
+    if write_at(file, text, PID_OFFSET).is_ok() && open.len() != len {
+        let _ = file.set_len(len);
     }
     Ok(true)
 }

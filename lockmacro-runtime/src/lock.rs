@@ -263,8 +263,13 @@ impl Lock {
                 Attempt::Got(guard) => return Ok(guard),
                 // A blocking or timed wait goes round until it succeeds or its deadline passes;
                 // only a plain try bounds how often the file may be replaced under it.
-                Attempt::Stale if matches!(wait, Wait::Try) => stale = self.count_stale(stale)?,
-                Attempt::Stale => {}
+                Attempt::Stale => match wait {
+                    Wait::Try => stale = self.count_stale(stale)?,
+                    Wait::Until(deadline, timeout) if Instant::now() >= deadline => {
+                        return Err(self.timeout_error(timeout))
+                    }
+                    _ => {}
+                },
                 Attempt::Admitted(f, pid) => {
                     let Wait::Until(deadline, timeout) = wait else {
                         return Err(self.held_error());
@@ -354,17 +359,27 @@ impl Lock {
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let f = slot.file(|| self.open())?;
-        let locked = if block {
-            file::lock_blocking(&f, spec.shared).map(|()| true)
+        let lock_error = |e| Error::io(&spec.name, &spec.path, "lock", e);
+        if file::try_lock(&f, spec.shared).map_err(lock_error)? {
+            return self.finish(slot, &f, pid);
+        }
+        // Taken. Before waiting on this descriptor, make sure it is still the file at the path:
+        // a cached descriptor of a deleted file could be held by someone forever.
+        let named = file::still_named(&f, &spec.path)
+            .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
+        if !named {
+            slot.discard_file();
+            return Ok(Attempt::Stale);
+        }
+        if block {
+            file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
+            return self.finish(slot, &f, pid);
+        }
+        Ok(if keep {
+            Attempt::Admitted(f, pid)
         } else {
-            file::try_lock(&f, spec.shared)
-        }
-        .map_err(|e| Error::io(&spec.name, &spec.path, "lock", e))?;
-        match (locked, keep) {
-            (true, _) => self.finish(slot, &f, pid),
-            (false, true) => Ok(Attempt::Admitted(f, pid)),
-            (false, false) => Ok(Attempt::Busy),
-        }
+            Attempt::Busy
+        })
     }
 
     /// With the kernel lock held: check the file is still the one at the path, record our PID.
@@ -458,6 +473,8 @@ pub(crate) struct Acquire<'a> {
     pause: Duration,
     /// Set while a proxy waits in the kernel for us.
     proxy: Option<(Arc<File>, u32)>,
+    /// Whether the timer will wake us at the deadline already.
+    deadline_armed: bool,
 }
 
 impl<'a> Acquire<'a> {
@@ -470,6 +487,7 @@ impl<'a> Acquire<'a> {
             check_nested,
             pause: wait::FIRST_PAUSE,
             proxy: None,
+            deadline_armed: false,
         }
     }
 
@@ -503,17 +521,21 @@ impl Future for Acquire<'_> {
         loop {
             if let Some((f, pid)) = this.proxy.clone() {
                 let slot = lock.slot();
-                let outcome = match this.timed_out() {
+                // Decided once: abandoning and reporting a timeout must go together, or an
+                // outcome the proxy delivers later would be left unclaimed, lock held.
+                let expired = this.timed_out();
+                let outcome = match expired {
                     Some(_) => slot.abandon_proxy(),
                     None => slot.poll_proxy(cx.waker()),
                 };
-                match (lock.proxied(outcome, &f, pid), this.timed_out()) {
+                match (lock.proxied(outcome, &f, pid), expired) {
                     (Ok(None), Some(timeout)) => {
                         this.proxy = None;
                         return Poll::Ready(Err(lock.timeout_error(timeout)));
                     }
                     (Ok(None), None) => {
-                        if let Some(deadline) = this.deadline {
+                        if let (Some(deadline), false) = (this.deadline, this.deadline_armed) {
+                            this.deadline_armed = true;
                             wait::wake_at(deadline, cx.waker().clone());
                         }
                         return Poll::Pending;
@@ -564,6 +586,9 @@ impl Drop for Acquire<'_> {
     /// got the lock, the guard made here releases it at once.
     fn drop(&mut self) {
         if let Some((f, pid)) = self.proxy.take() {
+            if std::process::id() != pid {
+                return; // an inherited future in a forked child: the parent's state
+            }
             let outcome = self.lock.slot().abandon_proxy();
             drop(self.lock.proxied(outcome, &f, pid));
         }

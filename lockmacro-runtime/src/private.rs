@@ -126,10 +126,11 @@ impl AsyncScope {
 /// The future returned by [`AsyncScope::run`].
 #[derive(Debug)]
 pub struct Scoped<F> {
-    scope: AsyncScope,
+    // Field order is drop order: a cancelled body's destructors run while the lock is held.
     body: Pin<Box<F>>,
     /// A nested body whose enclosing hold ended before it did, waiting for the lock itself.
     catching_up: Option<Pin<Box<Acquire<'static>>>>,
+    scope: AsyncScope,
 }
 
 impl<F: Future> Future for Scoped<F> {

@@ -65,6 +65,9 @@ enum Admitted {
     Nobody,
     /// One thread is taking the kernel lock, holds it exclusively, or is releasing it.
     One,
+    /// One thread is taking a shared kernel lock without blocking: other shared requests wait
+    /// a moment to join it rather than report the lock as taken.
+    TakingShared,
     /// This many holders share the descriptor's shared kernel lock.
     Shared(usize),
 }
@@ -126,7 +129,12 @@ impl Slot {
         loop {
             match state.admitted {
                 Admitted::Nobody => {
-                    state.admitted = Admitted::One;
+                    let quick = shared && !matches!(patience, Patience::Forever);
+                    state.admitted = if quick {
+                        Admitted::TakingShared
+                    } else {
+                        Admitted::One
+                    };
                     return Admission::First;
                 }
                 Admitted::Shared(n) if shared => {
@@ -135,7 +143,10 @@ impl Slot {
                 }
                 _ => {}
             }
+            // A non-blocking shared attempt resolves at once: wait for it even without patience.
+            let joining = shared && state.admitted == Admitted::TakingShared;
             let timeout = match patience {
+                Patience::None if joining => None,
                 Patience::None => return Admission::Busy,
                 Patience::Forever => None,
                 Patience::Until(deadline) => {
@@ -188,11 +199,18 @@ impl Slot {
     /// Lets a proxy thread take the kernel lock on `file` for the admitted caller, blocking.
     /// Fails only if no thread can be started.
     pub(crate) fn start_proxy(self: &Arc<Self>, file: Arc<File>, shared: bool) -> io::Result<()> {
-        self.state().proxy = Some(Proxy {
+        let mut state = self.state();
+        state.proxy = Some(Proxy {
             outcome: None,
             wanted: true,
             waker: None,
         });
+        if state.admitted == Admitted::TakingShared {
+            // No longer quick: shared requests waiting to join decide for themselves again.
+            state.admitted = Admitted::One;
+            self.changed.notify_all();
+        }
+        drop(state);
         let slot = Arc::clone(self);
         let started = std::thread::Builder::new()
             .name("lockmacro-wait".into())
@@ -285,7 +303,11 @@ impl Slot {
     /// The admitted thread now holds the kernel lock.
     pub(crate) fn locked(&self, shared: bool) {
         if shared {
-            self.state().admitted = Admitted::Shared(1);
+            let mut state = self.state();
+            state.admitted = Admitted::Shared(1);
+            if state.waiting > 0 {
+                self.changed.notify_all(); // shared requests waiting for us may join now
+            }
         }
     }
 
