@@ -105,84 +105,146 @@ fn through_macro_tmpfs() {}
 )]
 fn through_macro_disk() {}
 
-fn bench(c: &mut Criterion) {
-    for (fs, dir) in DIRS {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).expect("bench directory");
-        let mut group = c.benchmark_group(fs);
-        let file = |name: &str| dir.join(name);
+type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
-        let floor = cstr(&file("floor"));
-        group.bench_function("floor", |b| b.iter(|| raw_cycle(&floor)));
-
-        let kept = open_kept(&file("kept"));
-        group.bench_function("kernel_limit_kept_fd", |b| b.iter(|| kept_fd_cycle(&kept)));
-
-        let safe = cstr(&file("safe"));
-        group.bench_function("raw_safe_protocol", |b| {
-            b.iter(|| raw_safe_cycle(&safe, false))
-        });
-        let unlinking = cstr(&file("unlinking"));
-        group.bench_function("raw_safe_protocol_unlink", |b| {
-            b.iter(|| raw_safe_cycle(&unlinking, true))
-        });
-
-        let lock = Lock::new("default").dir(&dir);
-        group.bench_function("lockmacro_default", |b| {
-            b.iter(|| drop(lock.try_acquire().expect("free")))
-        });
-        let through_macro: fn() = if fs == "tmpfs" {
-            through_macro_tmpfs
-        } else {
-            through_macro_disk
-        };
-        group.bench_function("lockmacro_macro", |b| b.iter(through_macro));
-        group.bench_function("lockmacro_new_lock_each_time", |b| {
-            b.iter(|| drop(Lock::new("oneshot").dir(&dir).try_acquire().expect("free")))
-        });
-        let cleanup = Lock::new("cleanup").dir(&dir).cleanup();
-        group.bench_function("lockmacro_cleanup", |b| {
-            b.iter(|| drop(cleanup.try_acquire().expect("free")))
-        });
-
-        let fd_lock_path = file("fd-lock");
-        group.bench_function("fd_lock", |b| {
-            b.iter(|| {
+/// Every case for one directory, as closures that do one acquire + release.
+fn cases(fs: &str, dir: &Path) -> Vec<Case<'static>> {
+    std::fs::create_dir_all(dir).expect("bench directory");
+    let file = |name: &str| dir.join(name);
+    let floor = cstr(&file("floor"));
+    let kept = open_kept(&file("kept"));
+    let safe = cstr(&file("safe"));
+    let unlinking = cstr(&file("unlinking"));
+    let lock = Lock::new("default").dir(dir);
+    let through_macro: fn() = if fs == "tmpfs" {
+        through_macro_tmpfs
+    } else {
+        through_macro_disk
+    };
+    let dir_owned = dir.to_owned();
+    let cleanup = Lock::new("cleanup").dir(dir).cleanup();
+    let fd_lock_path = file("fd-lock");
+    let std_path = file("std");
+    let fslock_path = file("fslock");
+    let proc_path = file("proc-lock");
+    let named_path = file("named-lock");
+    vec![
+        ("floor", Box::new(move || raw_cycle(&floor))),
+        (
+            "kernel_limit_kept_fd",
+            Box::new(move || kept_fd_cycle(&kept)),
+        ),
+        (
+            "raw_safe_protocol",
+            Box::new(move || raw_safe_cycle(&safe, false)),
+        ),
+        (
+            "raw_safe_protocol_unlink",
+            Box::new(move || raw_safe_cycle(&unlinking, true)),
+        ),
+        (
+            "lockmacro_default",
+            Box::new(move || drop(lock.try_acquire().expect("free"))),
+        ),
+        ("lockmacro_macro", Box::new(through_macro)),
+        (
+            "lockmacro_new_lock_each_time",
+            Box::new(move || {
+                drop(
+                    Lock::new("oneshot")
+                        .dir(&dir_owned)
+                        .try_acquire()
+                        .expect("free"),
+                )
+            }),
+        ),
+        (
+            "lockmacro_cleanup",
+            Box::new(move || drop(cleanup.try_acquire().expect("free"))),
+        ),
+        (
+            "fd_lock",
+            Box::new(move || {
                 let mut lock = fd_lock::RwLock::new(open_kept(&fd_lock_path));
                 drop(lock.try_write().expect("free"));
-            })
-        });
-        let std_path = file("std");
-        group.bench_function("std_file_lock", |b| {
-            b.iter(|| {
+            }),
+        ),
+        (
+            "std_file_lock",
+            Box::new(move || {
                 let f = open_kept(&std_path);
                 f.try_lock().expect("free");
                 f.unlock().expect("unlock");
-            })
-        });
-        let fslock_path = file("fslock");
-        group.bench_function("fslock", |b| {
-            b.iter(|| {
+            }),
+        ),
+        (
+            "fslock",
+            Box::new(move || {
                 let mut l = fslock::LockFile::open(&fslock_path).expect("open");
                 assert!(l.try_lock().expect("lock"));
                 l.unlock().expect("unlock");
-            })
-        });
-        let proc_path = file("proc-lock");
-        group.bench_function("proc_lock", |b| {
-            b.iter(|| {
+            }),
+        ),
+        (
+            "proc_lock",
+            Box::new(move || {
                 let path = proc_lock::LockPath::FullPath(&proc_path);
                 drop(proc_lock::try_lock(&path).expect("free"));
-            })
-        });
-        let named_path = file("named-lock");
-        group.bench_function("named_lock", |b| {
-            b.iter(|| {
+            }),
+        ),
+        (
+            "named_lock",
+            Box::new(move || {
                 let l = named_lock::NamedLock::with_path(&named_path).expect("create");
                 drop(l.try_lock().expect("free"));
-            })
-        });
+            }),
+        ),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    for (fs, dir) in DIRS {
+        let mut group = c.benchmark_group(fs);
+        for (name, mut case) in cases(fs, Path::new(dir)) {
+            group.bench_function(name, |b| b.iter(&mut case));
+        }
         group.finish();
+    }
+}
+
+/// Ratios that survive a noisy machine: all cases measured round-robin in short batches, so a
+/// burst of load hits them alike; the median batch per case, divided by the floor's.
+fn interleaved_ratios() {
+    const ROUNDS: usize = 60;
+    const BATCH: u32 = 300;
+    for (fs, dir) in DIRS {
+        let mut cases = cases(fs, Path::new(dir));
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        for _ in 0..ROUNDS {
+            for (i, (_, case)) in cases.iter_mut().enumerate() {
+                let start = std::time::Instant::now();
+                for _ in 0..BATCH {
+                    case();
+                }
+                times[i].push(start.elapsed().as_nanos() as f64 / f64::from(BATCH));
+            }
+        }
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        let floor = medians[0];
+        let mut rows: Vec<(&str, f64)> = cases.iter().map(|c| c.0).zip(medians).collect();
+        rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+        println!(
+            "\n{fs}, interleaved ({ROUNDS} rounds x {BATCH}): median ns and ratio to the floor"
+        );
+        for (name, m) in rows {
+            println!("  {name:<32} {m:>9.0} ns  {:>5.2}x", m / floor);
+        }
     }
 }
 
@@ -228,4 +290,5 @@ fn main() {
     bench(&mut c);
     c.final_summary();
     print_ratios();
+    interleaved_ratios();
 }

@@ -108,7 +108,8 @@ pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool, pid: u32) ->
     }
     // The PID is information, never authority: failing to record it (a full disk, a quota)
     // must not fail the lock, which we hold.
-    if write_at(file, text, PID_OFFSET).is_ok() && open.len() != len {
+    // Only a longer previous PID needs cutting; a fresh (empty) file already has the length.
+    if write_at(file, text, PID_OFFSET).is_ok() && open.len() > len {
         let _ = file.set_len(len);
     }
     Ok(true)
