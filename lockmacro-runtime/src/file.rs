@@ -129,6 +129,20 @@ fn pid_line(mut pid: u32, buf: &mut [u8; 11]) -> &[u8] {
     }
 }
 
+/// False once `file` has been unlinked (Unix; elsewhere always true).
+pub(crate) fn linked(file: &File) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.nlink() > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(true)
+    }
+}
+
 /// True if `path` still names the open `file`; see [`stamp`].
 pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
     names(&file.metadata()?, path)

@@ -363,11 +363,17 @@ impl Lock {
         if file::try_lock(&f, spec.shared).map_err(lock_error)? {
             return self.finish(slot, &f, pid);
         }
-        // Taken. Before waiting on this descriptor, make sure it is still the file at the path:
-        // a cached descriptor of a deleted file could be held by someone forever.
-        let named = file::still_named(&f, &spec.path)
-            .map_err(|e| Error::io(&spec.name, &spec.path, "check lock file", e))?;
-        if !named {
+        // Taken. Before waiting on this descriptor, make sure it is still a live file: a cached
+        // descriptor of a deleted file could be held by someone forever. (Exclusion does not
+        // rest on this: `finish` checks the file's identity once the lock is ours.) A blocking
+        // wait checks the link count only, the costly path lookup is for the slower modes.
+        let check_error = |e| Error::io(&spec.name, &spec.path, "check lock file", e);
+        let live = if block {
+            file::linked(&f).map_err(check_error)?
+        } else {
+            file::still_named(&f, &spec.path).map_err(check_error)?
+        };
+        if !live {
             slot.discard_file();
             return Ok(Attempt::Stale);
         }
