@@ -63,3 +63,12 @@ macro_rules! default_name {
         ::core::concat!(::core::env!("CARGO_CRATE_NAME"), ":", ::core::file!())
     };
 }
+
+// The guard can be stored, returned and sent to another thread; a `Lock` can be shared.
+const _: () = {
+    const fn send<T: Send>() {}
+    const fn send_sync<T: Send + Sync>() {}
+    send::<LockGuard>();
+    send_sync::<Lock>();
+    send_sync::<Error>();
+};
