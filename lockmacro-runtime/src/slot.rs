@@ -249,14 +249,12 @@ impl Slot {
     /// Checks on the proxy for an async waiter, leaving `waker` to be woken when it is done.
     pub(crate) fn poll_proxy(&self, waker: &Waker) -> Proxied {
         let mut state = self.state();
-        let Some(proxy) = &mut state.proxy else {
-            return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
-        };
-        if let Some(outcome) = proxy.outcome.take() {
-            state.proxy = None;
-            return Proxied::Done(outcome);
+        if let Some(done) = take_outcome(&mut state) {
+            return done;
         }
-        proxy.waker = Some(waker.clone());
+        if let Some(proxy) = &mut state.proxy {
+            proxy.waker = Some(waker.clone());
+        }
         Proxied::Pending
     }
 
@@ -264,12 +262,8 @@ impl Slot {
     pub(crate) fn wait_proxy(&self, deadline: Instant) -> Proxied {
         let mut state = self.state();
         loop {
-            let Some(proxy) = &mut state.proxy else {
-                return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
-            };
-            if let Some(outcome) = proxy.outcome.take() {
-                state.proxy = None;
-                return Proxied::Done(outcome);
+            if let Some(done) = take_outcome(&mut state) {
+                return done;
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 drop(state);
@@ -288,15 +282,13 @@ impl Slot {
     /// admission and releases whatever it gets.
     pub(crate) fn abandon_proxy(&self) -> Proxied {
         let mut state = self.state();
-        let Some(proxy) = &mut state.proxy else {
-            return Proxied::Done(Err(io::Error::other("lock proxy vanished")));
-        };
-        if let Some(outcome) = proxy.outcome.take() {
-            state.proxy = None;
-            return Proxied::Done(outcome);
+        if let Some(done) = take_outcome(&mut state) {
+            return done;
         }
-        proxy.wanted = false;
-        proxy.waker = None;
+        if let Some(proxy) = &mut state.proxy {
+            proxy.wanted = false;
+            proxy.waker = None;
+        }
         Proxied::Pending
     }
 
@@ -337,4 +329,15 @@ impl Slot {
             self.changed.notify_all();
         }
     }
+}
+
+/// The proxy's outcome if it is done (taking it, which ends the proxy), or an error if there is
+/// no proxy at all; `None` while it is still waiting in the kernel.
+fn take_outcome(state: &mut State) -> Option<Proxied> {
+    let Some(proxy) = &mut state.proxy else {
+        return Some(Proxied::Done(Err(io::Error::other("lock proxy vanished"))));
+    };
+    let outcome = proxy.outcome.take()?;
+    state.proxy = None;
+    Some(Proxied::Done(outcome))
 }
