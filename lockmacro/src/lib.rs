@@ -59,7 +59,7 @@ use proc_macro::TokenStream;
 ///   and the lock file, then `std::process::exit(1)` (or `exit_code`).
 /// - A function returning `Result` (any path ending in `Result`: `Result<T, E>`,
 ///   `io::Result<T>`, `anyhow::Result<T>`): `"error"`: the body does not run and the function
-///   returns `Err(From::from(err))` with `err` a [`lockmacro_runtime::Error`](Error), so `E`
+///   returns `Err(From::from(err))` with `err` a [`lockmacro_runtime::Error`][Error], so `E`
 ///   needs `From<lockmacro_runtime::Error>` (`io::Error`, `anyhow::Error` and
 ///   `Box<dyn Error>` have it).
 /// - Any other function must say: `wait` (blocks; an I/O failure then panics with the message),
