@@ -83,6 +83,10 @@ use proc_macro::TokenStream;
 /// whenever the body's is. The body runs inside an `async move` block, so `return` and `?`
 /// behave as before.
 ///
+/// Only `async fn` gets this treatment: on a plain `fn` that *returns* a future (`-> impl
+/// Future`), the lock is held while the future is created, not while it runs. Write it as an
+/// `async fn`, or take the lock inside the future with `Lock::acquire_async`.
+///
 /// # Order with other attributes
 ///
 /// `#[exclusive]` composes with `#[tokio::main]`, `#[tokio::test]` and `#[test]` in either
