@@ -271,10 +271,12 @@ impl Lock {
                     _ => {}
                 },
                 Attempt::Admitted(f, pid) => {
+                    let slot = self.slot();
                     let Wait::Until(deadline, timeout) = wait else {
+                        // Only timed waits keep the admission; never leave it taken.
+                        slot.released();
                         return Err(self.held_error());
                     };
-                    let slot = self.slot();
                     let outcome = match slot.start_proxy(f.clone(), self.spec.shared) {
                         Ok(()) => slot.wait_proxy(deadline),
                         Err(e) => Proxied::Done(Err(e)),
