@@ -3,8 +3,6 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use fd_lock::RwLock;
-
 use crate::error::Error;
 use crate::file;
 use crate::lock::Lock;
@@ -100,7 +98,7 @@ impl LockGuard {
             let result = unlink_if_last(&f, spec.shared, &spec.path);
             slot.discard_file();
             drop(f); // the last reference: closing releases the kernel lock, after the unlink
-            return result.map_err(|e| Error::io(&spec.name, &spec.path, "remove lock file", e));
+            return result.map_err(|e| spec.io_error("remove lock file", e));
         }
         if !file::unlock(&f) {
             slot.discard_file(); // closing releases it instead
@@ -108,19 +106,14 @@ impl LockGuard {
         Ok(())
     }
 }
+
 /// Removes the lock file while we still hold its lock, so no one can lock the old inode and
 /// believe they hold the lock at the path. A shared holder removes it only if it can convert to
 /// exclusive without waiting, that is when it is the last holder; if two leave at the same
 /// instant, neither may, and the file stays behind, which is harmless.
 fn unlink_if_last(f: &File, shared: bool, path: &Path) -> io::Result<()> {
-    if shared {
-        let mut lock = RwLock::new(f);
-        let converted = lock.try_write().map(std::mem::forget);
-        match converted {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
+    if shared && !file::try_lock(f, false)? {
+        return Ok(()); // others still hold it shared
     }
     // Somebody outside the protocol may have replaced the file; never remove theirs.
     if file::still_named(f, path)? {

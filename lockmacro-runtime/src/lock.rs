@@ -7,8 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fd_lock::RwLock;
-
 use crate::error::Error;
 use crate::guard::LockGuard;
 use crate::slot::{Admission, Patience, Proxied, Slot};
@@ -66,6 +64,12 @@ enum Attempt {
     /// Admitted in this process, but another process holds the kernel lock; we keep the
     /// admission so that a proxy can wait in the kernel for us.
     Admitted(Arc<File>, u32),
+}
+
+impl Spec {
+    pub(crate) fn io_error(&self, action: &'static str, source: io::Error) -> Error {
+        Error::io(&self.name, &self.path, action, source)
+    }
 }
 
 impl Lock {
@@ -188,8 +192,8 @@ impl Lock {
     /// among the holders.
     pub fn holder(&self) -> Result<Option<u32>, Error> {
         let spec = &self.spec;
-        let Some(f) = file::open_existing(&spec.path)
-            .map_err(|e| Error::io(&spec.name, &spec.path, "open lock file", e))?
+        let Some(f) =
+            file::open_existing(&spec.path).map_err(|e| spec.io_error("open lock file", e))?
         else {
             return Ok(None);
         };
@@ -200,17 +204,9 @@ impl Lock {
                 file::holder_pid(&f)
             });
         }
-        let probe = RwLock::new(f);
-        let held = match probe.try_read() {
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            Err(e) => return Err(Error::io(&spec.name, &spec.path, "probe lock file", e)),
-        };
-        Ok(if held {
-            file::read_pid(&probe.into_inner())
-        } else {
-            None
-        })
+        // A shared probe: taken (and released on close) only if nobody holds it exclusively.
+        let free = file::try_lock(&f, true).map_err(|e| spec.io_error("probe lock file", e))?;
+        Ok(if free { None } else { file::read_pid(&f) })
     }
 
     pub(crate) fn spec(&self) -> &Spec {
@@ -313,7 +309,7 @@ impl Lock {
             }
             Proxied::Done(Err(e)) => {
                 slot.released();
-                Err(Error::io(&spec.name, &spec.path, "lock", e))
+                Err(spec.io_error("lock", e))
             }
         }
     }
@@ -361,7 +357,7 @@ impl Lock {
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let f = slot.file(|| self.open())?;
-        let lock_error = |e| Error::io(&spec.name, &spec.path, "lock", e);
+        let lock_error = |e| spec.io_error("lock", e);
         if file::try_lock(&f, spec.shared).map_err(lock_error)? {
             return self.finish(slot, &f, pid);
         }
@@ -369,7 +365,7 @@ impl Lock {
         // descriptor of a deleted file could be held by someone forever. (Exclusion does not
         // rest on this: `finish` checks the file's identity once the lock is ours.) A blocking
         // wait checks the link count only, the costly path lookup is for the slower modes.
-        let check_error = |e| Error::io(&spec.name, &spec.path, "check lock file", e);
+        let check_error = |e| spec.io_error("check lock file", e);
         let live = if block {
             file::linked(&f).map_err(check_error)?
         } else {
@@ -407,12 +403,7 @@ impl Lock {
             }
             Err(e) => {
                 slot.discard_file();
-                Err(Error::io(
-                    &spec.name,
-                    &spec.path,
-                    "check and stamp lock file",
-                    e,
-                ))
+                Err(spec.io_error("check and stamp lock file", e))
             }
         }
     }
@@ -426,10 +417,9 @@ impl Lock {
                 // The directory vanished (a temp cleaner, a test): create and check it again.
                 dir::forget(&spec.dir);
                 dir::ensure(&spec.name, &spec.dir, spec.private_dir)?;
-                file::open(&spec.path)
-                    .map_err(|e| Error::io(&spec.name, &spec.path, "open lock file", e))
+                file::open(&spec.path).map_err(|e| spec.io_error("open lock file", e))
             }
-            Err(e) => Err(Error::io(&spec.name, &spec.path, "open lock file", e)),
+            Err(e) => Err(spec.io_error("open lock file", e)),
         }
     }
 
@@ -568,7 +558,7 @@ impl Future for Acquire<'_> {
                     if let Err(e) = lock.slot().start_proxy(Arc::clone(&f), lock.spec.shared) {
                         lock.slot().released();
                         let spec = &lock.spec;
-                        return Poll::Ready(Err(Error::io(&spec.name, &spec.path, "wait for", e)));
+                        return Poll::Ready(Err(spec.io_error("wait for", e)));
                     }
                     this.proxy = Some((f, pid));
                 }
