@@ -216,8 +216,29 @@ fn return_type_hint(output: &ReturnType) -> TokenStream {
 }
 
 fn contains_impl_trait(ty: &Type) -> bool {
-    ty.to_token_stream()
-        .into_iter()
-        .any(|tt| matches!(&tt, proc_macro2::TokenTree::Ident(i) if i == "impl"))
-        || quote!(#ty).to_string().contains("impl ")
+    fn any_impl(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => any_impl(g.stream()),
+            _ => false,
+        })
+    }
+    any_impl(ty.to_token_stream())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_impl_trait;
+
+    #[test]
+    fn finds_impl_trait_anywhere_in_the_return_type() {
+        let yes: [syn::Type; 3] = [
+            syn::parse_quote!(impl Iterator<Item = u8>),
+            syn::parse_quote!(Box<impl Fn()>),
+            syn::parse_quote!((u8, impl Send)),
+        ];
+        assert!(yes.iter().all(contains_impl_trait));
+        let no: syn::Type = syn::parse_quote!(Result<Vec<u8>, std::io::Error>);
+        assert!(!contains_impl_trait(&no));
+    }
 }
