@@ -216,6 +216,15 @@ impl From<Error> for io::Error {
     }
 }
 
+/// This program's file name, for the lines printed to stderr (`backup: ...`).
+pub(crate) fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "error".to_owned())
+}
+
 /// The error and its causes on one line (`a: b: c`), for the exit and panic policies.
 pub(crate) fn one_line(err: &Error) -> String {
     let mut line = err.to_string();

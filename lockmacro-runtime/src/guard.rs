@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::file;
 use crate::lock::Lock;
 use crate::slot::Slot;
+use crate::trace;
 
 /// Proof that a lock is held; dropping it releases the lock.
 ///
@@ -30,6 +31,7 @@ pub struct LockGuard {
     /// The process that acquired the lock; only it may release (or unlink) anything.
     pid: u32,
     released: bool,
+    since: trace::Since,
 }
 
 impl LockGuard {
@@ -38,6 +40,7 @@ impl LockGuard {
             lock,
             pid,
             released: false,
+            since: trace::Since::now(),
         }
     }
 
@@ -74,6 +77,7 @@ impl LockGuard {
             // Already released, or a forked child: the parent's lock is not ours to touch.
             return Ok(());
         }
+        trace::released(self.lock.spec(), self.since);
         let slot = self.lock.slot();
         if !slot.leave() {
             return Ok(()); // other shared holders of this process keep the kernel lock
@@ -93,6 +97,9 @@ impl LockGuard {
             drop(f);
             let _ = std::fs::remove_file(spec.path.as_path());
             return Ok(());
+        }
+        if trace::wants_lost() && !file::still_named(&f, &spec.path).unwrap_or(true) {
+            trace::lost(spec, "the lock file was removed or replaced while held");
         }
         if spec.cleanup {
             let result = unlink_if_last(&f, spec.shared, &spec.path);

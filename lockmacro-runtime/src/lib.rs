@@ -32,7 +32,9 @@ mod guard;
 mod hooks;
 mod lock;
 mod name;
+mod notice;
 mod slot;
+mod trace;
 mod wait;
 
 #[doc(hidden)]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::guard::LockGuard;
+use crate::notice::Notice;
 use crate::slot::{Admission, Patience, Proxied, Slot};
-use crate::{chain, dir, file, name, wait};
+use crate::{chain, dir, file, name, trace, wait};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
 /// no I/O beyond looking up the default directory; nothing is locked until you acquire it.
@@ -41,6 +42,8 @@ pub(crate) struct Spec {
     pub(crate) path: Arc<PathBuf>,
     pub(crate) cleanup: bool,
     pub(crate) shared: bool,
+    /// Whether a long wait is announced on stderr (see `notice`).
+    pub(crate) notice: bool,
     /// This process's state for the lock file, shared by every `Lock` of the same file.
     slot: OnceLock<Arc<Slot>>,
     /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
@@ -91,6 +94,7 @@ impl Lock {
                 path,
                 cleanup: false,
                 shared: false,
+                notice: false,
                 slot: OnceLock::new(),
                 key: OnceLock::new(),
             }),
@@ -107,6 +111,7 @@ impl Lock {
         let new = Arc::make_mut(&mut lock.spec);
         new.cleanup = spec.cleanup;
         new.shared = spec.shared;
+        new.notice = spec.notice;
         lock
     }
 
@@ -124,6 +129,34 @@ impl Lock {
     #[must_use]
     pub fn shared(mut self) -> Lock {
         Arc::make_mut(&mut self.spec).shared = true;
+        self
+    }
+
+    /// Prints one line to stderr when a wait for this lock lasts more than about a second, the
+    /// way cargo prints "Blocking waiting for file lock", so that a person watching a stuck
+    /// program knows why:
+    ///
+    /// ```text
+    /// backup: waiting for lock `nightly-backup` (held by pid 4242, path /run/lock/lockmacro-0/nightly-backup-3f2a....lock)
+    /// ```
+    ///
+    /// Once per wait, never for a wait that ends sooner, never for `try_acquire`. Off by
+    /// default; `#[exclusive]` turns it on for a `main` that waits (`notice = false` turns it
+    /// off there).
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("nightly-backup")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-notice"))
+    ///     .wait_notice(true);
+    /// let guard = lock.acquire()?; // free: no wait, no line
+    /// # drop(guard);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    #[must_use]
+    pub fn wait_notice(mut self, on: bool) -> Lock {
+        Arc::make_mut(&mut self.spec).notice = on;
         self
     }
 
@@ -251,9 +284,45 @@ impl Lock {
         Arc::clone(self.spec.key.get_or_init(|| Arc::new(dir.join(name))))
     }
 
-    /// The synchronous acquisition loop, without the nested-call check.
+    /// The synchronous acquisition, without the nested-call check.
     pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
+        let since = trace::Since::now();
+        let result = self.acquire_loop(wait);
+        if result.is_ok() {
+            trace::acquired(&self.spec, since);
+        }
+        result
+    }
+
+    /// Called the first time an acquisition finds the lock taken: the `contended` event, and
+    /// the waiting notice if this is a wait that asks for one (it is cancelled when dropped).
+    pub(crate) fn contention(&self, waits: bool) -> Option<Notice> {
+        if trace::wants_contended() {
+            trace::contended(&self.spec, self.current_holder());
+        }
+        if waits {
+            Notice::arm(self)
+        } else {
+            None
+        }
+    }
+
+    fn acquire_loop(&self, wait: Wait) -> Result<LockGuard, Error> {
         let mut stale = 0u32;
+        let mut contended = false;
+        // Armed for the whole wait, however many rounds it takes; cancelled on return.
+        let mut _notice = None;
+        if matches!(wait, Wait::Block) && (self.spec.notice || trace::wants_contended()) {
+            // A blocking wait contends inside the kernel call, out of sight: look first.
+            match self.attempt(Wait::Try, false)? {
+                Attempt::Got(guard) => return Ok(guard),
+                Attempt::Busy => {
+                    contended = true;
+                    _notice = self.contention(true);
+                }
+                _ => {}
+            }
+        }
         loop {
             match self.attempt(wait, matches!(wait, Wait::Until(..)))? {
                 Attempt::Got(guard) => return Ok(guard),
@@ -267,6 +336,9 @@ impl Lock {
                     _ => {}
                 },
                 Attempt::Admitted(f, pid) => {
+                    if !std::mem::replace(&mut contended, true) {
+                        _notice = self.contention(true);
+                    }
                     let slot = self.slot();
                     let Wait::Until(deadline, timeout) = wait else {
                         // Only timed waits keep the admission; never leave it taken.
@@ -283,12 +355,17 @@ impl Lock {
                         None => return Err(self.timeout_error(timeout)),
                     }
                 }
-                Attempt::Busy => match wait {
-                    // Busy without admission: another thread of this process held on past
-                    // the deadline.
-                    Wait::Until(_, timeout) => return Err(self.timeout_error(timeout)),
-                    _ => return Err(self.held_error()),
-                },
+                Attempt::Busy => {
+                    if !contended {
+                        self.contention(false);
+                    }
+                    match wait {
+                        // Busy without admission: another thread of this process held on past
+                        // the deadline.
+                        Wait::Until(_, timeout) => return Err(self.timeout_error(timeout)),
+                        _ => return Err(self.held_error()),
+                    }
+                }
             }
         }
     }
@@ -424,7 +501,7 @@ impl Lock {
     }
 
     /// Who holds the lock, for an error message: best effort, never an error itself.
-    fn current_holder(&self) -> Option<u32> {
+    pub(crate) fn current_holder(&self) -> Option<u32> {
         let f = match self.slot().cached_file() {
             Some(f) => f,
             None => Arc::new(file::open_existing(self.path()).ok()??),
@@ -441,11 +518,13 @@ impl Lock {
     }
 
     fn timeout_error(&self, timeout: Duration) -> Error {
+        let pid = self.current_holder();
+        trace::timed_out(&self.spec, timeout, pid);
         Error::Timeout {
             name: self.spec.name.clone(),
             path: self.path().to_owned(),
             timeout,
-            pid: self.current_holder(),
+            pid,
         }
     }
 }
@@ -473,6 +552,10 @@ pub(crate) struct Acquire<'a> {
     proxy: Option<(Arc<File>, u32)>,
     /// Whether the timer will wake us at the deadline already.
     deadline_armed: bool,
+    since: trace::Since,
+    contended: bool,
+    /// The waiting notice, armed once the lock is found taken; cancelled when dropped.
+    notice: Option<Notice>,
 }
 
 impl<'a> Acquire<'a> {
@@ -486,7 +569,22 @@ impl<'a> Acquire<'a> {
             pause: wait::FIRST_PAUSE,
             proxy: None,
             deadline_armed: false,
+            since: trace::Since::now(),
+            contended: false,
+            notice: None,
         }
+    }
+
+    fn contention(&mut self) {
+        if !std::mem::replace(&mut self.contended, true) {
+            self.notice = self.lock.contention(true);
+        }
+    }
+
+    fn got(&mut self, guard: LockGuard) -> Poll<Result<LockGuard, Error>> {
+        self.notice = None;
+        trace::acquired(&self.lock.spec, self.since);
+        Poll::Ready(Ok(guard))
     }
 
     fn timed_out(&self) -> Option<Duration> {
@@ -505,6 +603,7 @@ impl Future for Acquire<'_> {
         let lock = this.lock;
         if !this.started {
             this.started = true;
+            this.since = trace::Since::now();
             if this.check_nested {
                 if let Err(e) = lock.not_nested() {
                     return Poll::Ready(Err(e));
@@ -540,7 +639,7 @@ impl Future for Acquire<'_> {
                     }
                     (Ok(Some(Attempt::Got(guard))), _) => {
                         this.proxy = None;
-                        return Poll::Ready(Ok(guard));
+                        return this.got(guard);
                     }
                     (Ok(Some(_)), _) => this.proxy = None, // stale: go round
                     (Err(e), _) => {
@@ -552,9 +651,10 @@ impl Future for Acquire<'_> {
             }
             match lock.attempt(Wait::Try, true) {
                 Err(e) => return Poll::Ready(Err(e)),
-                Ok(Attempt::Got(guard)) => return Poll::Ready(Ok(guard)),
+                Ok(Attempt::Got(guard)) => return this.got(guard),
                 Ok(Attempt::Stale) => {} // replaced under us: go round at once
                 Ok(Attempt::Admitted(f, pid)) => {
+                    this.contention();
                     if let Err(e) = lock.slot().start_proxy(Arc::clone(&f), lock.spec.shared) {
                         lock.slot().released();
                         let spec = &lock.spec;
@@ -563,6 +663,7 @@ impl Future for Acquire<'_> {
                     this.proxy = Some((f, pid));
                 }
                 Ok(Attempt::Busy) => {
+                    this.contention();
                     if let Some(timeout) = this.timed_out() {
                         return Poll::Ready(Err(lock.timeout_error(timeout)));
                     }

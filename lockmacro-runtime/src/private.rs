@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::chain;
-use crate::error::{one_line, Error};
+use crate::error::{one_line, program_name, Error};
 use crate::guard::LockGuard;
 use crate::lock::{deadline, Acquire, Lock, Wait};
 
@@ -176,12 +176,7 @@ fn covered(lock: &Lock) -> bool {
 
 /// The `"exit"` policy: one line on stderr, then exit with `code`.
 pub fn exit(err: Error, code: i32) -> ! {
-    let prog = std::env::args_os()
-        .next()
-        .map(std::path::PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "error".to_owned());
-    eprintln!("{prog}: {}", one_line(&err));
+    eprintln!("{}: {}", program_name(), one_line(&err));
     std::process::exit(code)
 }
 

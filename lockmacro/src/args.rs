@@ -5,7 +5,7 @@ use syn::meta::ParseNestedMeta;
 use syn::{Lit, LitInt, LitStr};
 
 const KEYS: &str = "`name`, `wait`, `timeout`, `dir`, `cleanup`, `shared`, `on_conflict`, \
-                    `exit_code`, `crate`";
+                    `exit_code`, `notice`, `crate`";
 
 /// What happens when the lock is not obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,7 @@ pub(crate) struct Args {
     pub(crate) shared: Option<Span>,
     pub(crate) on_conflict: Option<(LitStr, Policy)>,
     pub(crate) exit_code: Option<(Span, u8)>,
+    pub(crate) notice: Option<(Span, bool)>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -118,6 +119,18 @@ impl Args {
                     syn::Error::new(lit.span(), "`exit_code` must be between 0 and 255")
                 })?;
                 set(meta, &mut self.exit_code, (span, code))
+            }
+            "notice" => {
+                let on = match meta.value()?.parse::<Lit>()? {
+                    Lit::Bool(lit) => lit.value,
+                    other => {
+                        return Err(syn::Error::new(
+                            other.span(),
+                            "expected `true` or `false`, like `notice = false`",
+                        ))
+                    }
+                };
+                set(meta, &mut self.notice, (span, on))
             }
             "crate" => {
                 let lit = string(meta, "crate = \"my_reexport::lockmacro_runtime\"")?;
@@ -232,12 +245,14 @@ mod tests {
             shared,
             on_conflict = "exit",
             exit_code = 3,
+            notice = false,
             crate = "::x"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(args.name.map(|n| n.value()).as_deref(), Some("n"));
         assert_eq!(args.timeout.map(|t| t.1), Some(1_000));
         assert_eq!(args.exit_code.map(|c| c.1), Some(3));
+        assert_eq!(args.notice.map(|n| n.1), Some(false));
         assert!(args.cleanup.is_some() && args.shared.is_some() && args.krate.is_some());
     }
 
@@ -253,6 +268,7 @@ mod tests {
             (quote!(on_conflict = "retry"), "unknown `on_conflict`"),
             (quote!(exit_code = 256), "between 0 and 255"),
             (quote!(wait = true), "takes no value"),
+            (quote!(notice = "no"), "expected `true` or `false`"),
         ] {
             let err = parse(tokens)
                 .err()

@@ -99,6 +99,18 @@ impl Plan {
         if args.shared.is_some() {
             builder.extend(quote!(.shared()));
         }
+        let waits = args.wait.is_some() || args.timeout.is_some();
+        match args.notice {
+            Some((span, true)) if !waits => {
+                return Err(syn::Error::new(
+                    span,
+                    "`notice` announces long waits: add `wait` or `timeout`, or remove it",
+                ))
+            }
+            Some((_, true)) => builder.extend(quote!(.wait_notice(true))),
+            None if info.is_main && waits => builder.extend(quote!(.wait_notice(true))),
+            _ => {}
+        }
         let mode = match (args.wait, args.timeout) {
             (Some(_), _) => quote!(#krate::__private::Mode::Wait),
             (None, Some((_, ms))) => quote!(

@@ -51,6 +51,7 @@ use proc_macro::TokenStream;
 /// | `shared` | A shared (reader) lock: shared holders run together; an exclusive holder excludes them and they exclude it. |
 /// | `on_conflict = "error" \| "exit" \| "panic"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). |
 /// | `exit_code = N` | The exit status for `"exit"` (0 to 255; default 1). |
+/// | `notice = true \| false` | With `wait` or `timeout`: print one line to stderr when the wait lasts more than about a second (`prog: waiting for lock `name` (held by pid N, path ...)`), once. Default: on for `main`, off elsewhere (see `Lock::wait_notice`). |
 /// | `crate = "path"` | Where the runtime crate is, for re-exports and renamed dependencies, e.g. `crate = "my_tools::lockmacro_runtime"`. |
 ///
 /// # What happens when the lock is not obtained
@@ -78,8 +79,10 @@ use proc_macro::TokenStream;
 ///
 /// On an `async fn` the lock is taken when the future is first polled and released when the
 /// body completes or the future is dropped. Waiting (`wait`, `timeout`) never blocks the
-/// executor: it retries with a capped backoff, woken by one shared timer thread, so it works on
-/// any executor (tokio, `futures::executor::block_on`, ...). The returned future is `Send`
+/// executor: a helper thread waits in the kernel for a lock held by another process and wakes
+/// the task; another task of this process is waited for with a capped backoff on one shared
+/// timer thread. No executor timer is needed, so it works on any executor (tokio,
+/// `futures::executor::block_on`, ...). The returned future is `Send`
 /// whenever the body's is. The body runs inside an `async move` block, so `return` and `?`
 /// behave as before.
 ///

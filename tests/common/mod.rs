@@ -7,7 +7,7 @@
 #![allow(dead_code)] // Each test crate uses its own subset.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -63,6 +63,8 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// The child's stderr, line by line as it comes (also collected whole for `finish`).
+    err_lines: Receiver<String>,
     stderr: Option<JoinHandle<String>>,
 }
 
@@ -97,7 +99,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawn `{label}`: {e}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             // Ends at EOF (the child exited) or when the test stopped listening.
@@ -108,9 +110,15 @@ impl Proc {
                 }
             }
         });
+        let (err_tx, err_lines) = mpsc::channel();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                text.push_str(&line);
+                text.push('\n');
+                let _ = err_tx.send(line);
+            }
             text
         });
         Proc {
@@ -118,6 +126,7 @@ impl Proc {
             child,
             stdin,
             lines,
+            err_lines,
             stderr: Some(stderr),
         }
     }
@@ -159,6 +168,21 @@ impl Proc {
             self.fail(&format!("expected a `{word}` line, got {line:?}"));
         }
         line
+    }
+
+    /// Waits (at most [`PATIENCE`]) for a line on the child's stderr containing `needle`.
+    pub fn expect_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.err_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => self.fail(&format!(
+                    "no stderr line with {needle:?} within {PATIENCE:?}"
+                )),
+            }
+        }
     }
 
     /// Writes one line to the child's stdin.
