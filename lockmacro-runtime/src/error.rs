@@ -64,6 +64,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A held lock was lost: its PostgreSQL session ended or stopped answering (see
+    /// `OnLost`, with the `postgres` feature). File locks are never lost this way.
+    Lost {
+        /// The lock's name.
+        name: String,
+        /// Where the lock was (for PostgreSQL: the server and the key).
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
     /// An operating-system call failed while creating, opening, locking or removing the lock file.
     Io {
         /// The lock's name.
@@ -94,6 +104,7 @@ impl Error {
             | Error::Timeout { name, .. }
             | Error::Nested { name, .. }
             | Error::UnsafeDir { name, .. }
+            | Error::Lost { name, .. }
             | Error::Io { name, .. } => name,
         }
     }
@@ -105,6 +116,7 @@ impl Error {
             | Error::Timeout { path, .. }
             | Error::Nested { path, .. }
             | Error::UnsafeDir { path, .. }
+            | Error::Lost { path, .. }
             | Error::Io { path, .. } => path,
         }
     }
@@ -173,6 +185,11 @@ impl fmt::Display for Error {
                 "refusing lock directory {} for lock `{name}`: {reason}",
                 path.display()
             ),
+            Error::Lost { name, path, reason } => write!(
+                f,
+                "lost lock `{name}` while holding it ({}): {reason}",
+                path.display()
+            ),
             Error::Io {
                 name, path, action, ..
             } => write!(f, "lock `{name}`: cannot {action} {}", path.display()),
@@ -210,6 +227,7 @@ impl From<Error> for io::Error {
             Error::Timeout { .. } => io::ErrorKind::TimedOut,
             Error::Io { source, .. } => source.kind(),
             Error::Nested { .. } => io::ErrorKind::Other,
+            Error::Lost { .. } => io::ErrorKind::ConnectionAborted,
             Error::UnsafeDir { .. } => io::ErrorKind::PermissionDenied,
         };
         io::Error::new(kind, err)

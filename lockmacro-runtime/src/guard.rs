@@ -1,4 +1,5 @@
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct LockGuard {
     pid: u32,
     released: bool,
     since: trace::Since,
+    /// The session holding a PostgreSQL lock.
+    #[cfg(feature = "postgres")]
+    pg: Option<Arc<crate::pg::Hold>>,
 }
 
 impl LockGuard {
@@ -41,7 +45,22 @@ impl LockGuard {
             pid,
             released: false,
             since: trace::Since::now(),
+            #[cfg(feature = "postgres")]
+            pg: None,
         }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(lock: Lock, hold: Arc<crate::pg::Hold>) -> LockGuard {
+        let mut guard = LockGuard::new(lock, std::process::id());
+        guard.pg = Some(hold);
+        guard
+    }
+
+    /// Drops the guard without releasing anything (its owner releases by other means).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn defuse(mut self) {
+        self.released = true;
     }
 
     /// The lock file's path.
@@ -57,6 +76,76 @@ impl LockGuard {
     /// True if this is a shared hold.
     pub fn is_shared(&self) -> bool {
         self.lock.spec().shared
+    }
+
+    /// Whether the lock was lost while held. Only a PostgreSQL lock held with
+    /// `OnLost::Report` can be lost (with the default `OnLost::Exit` the process exits
+    /// instead); a file lock is held until released, so this is always false for it.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-is-lost")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-is-lost"))
+    ///     .try_acquire()?;
+    /// assert!(!guard.is_lost());
+    /// guard.check()?; // the same, as a Result
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.lost_reason().is_some()
+    }
+
+    /// `Err(Error::Lost { .. })` if the lock was lost while held (see
+    /// [`is_lost`](LockGuard::is_lost)): call it before committing work that must only happen
+    /// under the lock.
+    pub fn check(&self) -> Result<(), Error> {
+        match self.lost_reason() {
+            Some(reason) => Err(self.lost_error(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// A future that completes with [`Error::Lost`] when the lock is lost, and never for a lock
+    /// that cannot be (a file lock). Race it against the guarded work to stop as soon as the lock
+    /// is gone, for example with `tokio::select!`.
+    ///
+    /// ```
+    /// use std::future::Future;
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-lost")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-lost"))
+    ///     .try_acquire()?;
+    /// fn is_send<F: Future + Send>(_: F) {}
+    /// is_send(guard.lost()); // pending for as long as the lock is held
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = Error> + Send + '_ {
+        std::future::poll_fn(move |cx| {
+            #[cfg(feature = "postgres")]
+            if let Some(reason) = self.pg.as_ref().and_then(|hold| hold.watch(cx.waker())) {
+                return std::task::Poll::Ready(self.lost_error(reason));
+            }
+            let _ = cx;
+            std::task::Poll::Pending
+        })
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        #[cfg(feature = "postgres")]
+        if let Some(hold) = &self.pg {
+            return hold.lost_reason();
+        }
+        None
+    }
+
+    fn lost_error(&self, reason: String) -> Error {
+        Error::Lost {
+            name: self.name().to_owned(),
+            path: self.path().to_owned(),
+            reason,
+        }
     }
 
     /// Releases the lock now, reporting a failure to remove the lock file (with `cleanup`).
@@ -78,6 +167,11 @@ impl LockGuard {
             return Ok(());
         }
         trace::released(self.lock.spec(), self.since);
+        #[cfg(feature = "postgres")]
+        if let Some(hold) = &self.pg {
+            hold.release(self.lock.spec().lease());
+            return Ok(());
+        }
         let slot = self.lock.slot();
         if !slot.leave() {
             return Ok(()); // other shared holders of this process keep the kernel lock

@@ -33,6 +33,8 @@ mod hooks;
 mod lock;
 mod name;
 mod notice;
+#[cfg(feature = "postgres")]
+mod pg;
 mod slot;
 mod trace;
 mod wait;
@@ -50,6 +52,10 @@ pub use error::Error;
 pub use fstype::ALLOW_NETWORK_FS_ENV;
 pub use guard::LockGuard;
 pub use lock::Lock;
+#[cfg(feature = "postgres")]
+pub use pg::{
+    key_for as postgres_key_for, OnLost, DEFAULT_LEASE, KEY_SQL, LOST_EXIT_CODE, URL_ENV,
+};
 
 /// The lock name `#[exclusive]` uses when given none: the crate name and the source file,
 /// for example `"backup:src/main.rs"`. Every function annotated without a name in one file shares
@@ -63,6 +69,27 @@ pub use lock::Lock;
 macro_rules! default_name {
     () => {
         ::core::concat!(::core::env!("CARGO_CRATE_NAME"), ":", ::core::file!())
+    };
+}
+
+/// Used by `#[exclusive(backend = "postgres")]` around the lock it builds: the lock itself when
+/// the `postgres` feature is on, one clear error when it is off.
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lockmacro_postgres {
+    ($($lock:tt)*) => { $($lock)* };
+}
+
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __lockmacro_postgres {
+    ($($lock:tt)*) => {
+        ::core::compile_error!(
+            "`backend = \"postgres\"` needs the `postgres` feature of `lockmacro-runtime`: \
+             lockmacro-runtime = { version = \"0.1\", features = [\"postgres\"] }"
+        )
     };
 }
 

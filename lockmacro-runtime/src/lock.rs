@@ -44,6 +44,9 @@ pub(crate) struct Spec {
     pub(crate) shared: bool,
     /// Whether a long wait is announced on stderr (see `notice`).
     pub(crate) notice: bool,
+    /// Set for a PostgreSQL lock; `path` and `key` then name the server and the key.
+    #[cfg(feature = "postgres")]
+    pub(crate) pg: Option<crate::pg::PgSpec>,
     /// This process's state for the lock file, shared by every `Lock` of the same file.
     slot: OnceLock<Arc<Slot>>,
     /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
@@ -70,6 +73,30 @@ enum Attempt {
 }
 
 impl Spec {
+    #[cfg(feature = "postgres")]
+    fn set_pg(&mut self, pg: crate::pg::PgSpec) {
+        let locator = Arc::new(PathBuf::from(pg.locator()));
+        self.path = Arc::clone(&locator);
+        self.key = OnceLock::from(locator);
+        self.slot = OnceLock::new();
+        self.pg = Some(pg);
+    }
+
+    #[cfg(feature = "postgres")]
+    fn pg_mut(&mut self) -> crate::pg::PgSpec {
+        self.pg
+            .clone()
+            .unwrap_or_else(|| crate::pg::PgSpec::new(None, &self.name))
+    }
+
+    /// The PostgreSQL lease (how long a release may wait for the server, too).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn lease(&self) -> Duration {
+        self.pg
+            .as_ref()
+            .map_or(crate::pg::DEFAULT_LEASE, |pg| pg.lease)
+    }
+
     pub(crate) fn io_error(&self, action: &'static str, source: io::Error) -> Error {
         Error::io(&self.name, &self.path, action, source)
     }
@@ -95,6 +122,8 @@ impl Lock {
                 cleanup: false,
                 shared: false,
                 notice: false,
+                #[cfg(feature = "postgres")]
+                pg: None,
                 slot: OnceLock::new(),
                 key: OnceLock::new(),
             }),
@@ -112,6 +141,10 @@ impl Lock {
         new.cleanup = spec.cleanup;
         new.shared = spec.shared;
         new.notice = spec.notice;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &spec.pg {
+            new.set_pg(pg.clone());
+        }
         lock
     }
 
@@ -157,6 +190,111 @@ impl Lock {
     #[must_use]
     pub fn wait_notice(mut self, on: bool) -> Lock {
         Arc::make_mut(&mut self.spec).notice = on;
+        self
+    }
+
+    /// Holds this lock in PostgreSQL instead of a file: a session-level advisory lock on a
+    /// dedicated connection to the server at `url` (a `postgres://` URL or a `key=value`
+    /// connection string), so that processes on different machines exclude each other. See the
+    /// README's PostgreSQL section for the guarantees and their limits.
+    ///
+    /// ```no_run
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// // no_run: needs a PostgreSQL server.
+    /// let lock = Lock::new("nightly-report").postgres("postgres://app@db.internal/app");
+    /// let guard = lock.acquire()?;
+    /// guard.check()?; // still ours? (by default a lost lock exits the process instead)
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn postgres(mut self, url: impl Into<String>) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        let mut pg = spec.pg_mut();
+        pg.url = Some(url.into());
+        spec.set_pg(pg);
+        self
+    }
+
+    /// Like [`postgres`](Lock::postgres), with the URL read from `LOCKMACRO_POSTGRES_URL` when
+    /// the lock is acquired (a missing variable is an error then, never a fallback to a file).
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("nightly-report").postgres_from_env();
+    /// assert!(lock.path().to_string_lossy().contains("$LOCKMACRO_POSTGRES_URL"));
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn postgres_from_env(mut self) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        let mut pg = spec.pg_mut();
+        pg.url = None;
+        spec.set_pg(pg);
+        self
+    }
+
+    /// Uses this advisory-lock key instead of the one derived from the name
+    /// ([`postgres_key_for`](crate::postgres_key_for)), for example to share a lock with
+    /// non-Rust programs that already use a fixed key.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("legacy").postgres_from_env().postgres_key(42);
+    /// assert!(lock.path().to_string_lossy().ends_with("advisory lock 42"));
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn postgres_key(mut self, key: i64) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        let mut pg = spec.pg_mut();
+        pg.key = key;
+        spec.set_pg(pg);
+        self
+    }
+
+    /// The PostgreSQL lease (default [`DEFAULT_LEASE`](crate::DEFAULT_LEASE), 10 s): the
+    /// server ends a session that has been silent this long, freeing its lock, and the holder
+    /// heartbeats every fifth of it and declares the lock lost when no heartbeat sent in the
+    /// last half of it was answered. Shorter means faster takeover after a frozen network,
+    /// more queries. At least 1 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("failover").postgres_from_env().lease(Duration::from_secs(2));
+    /// # drop(lock);
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        let mut pg = spec.pg_mut();
+        pg.lease = lease.max(Duration::from_millis(1));
+        spec.set_pg(pg);
+        self
+    }
+
+    /// What a holder does when its PostgreSQL lock is lost: exit the process (the default) or
+    /// let the guard report it ([`OnLost`](crate::OnLost)).
+    ///
+    /// ```
+    /// use lockmacro_runtime::{Lock, OnLost};
+    ///
+    /// let lock = Lock::new("sync-job").postgres_from_env().on_lost(OnLost::Report);
+    /// # drop(lock);
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn on_lost(mut self, on_lost: crate::pg::OnLost) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        let mut pg = spec.pg_mut();
+        pg.on_lost = on_lost;
+        spec.set_pg(pg);
         self
     }
 
@@ -225,6 +363,10 @@ impl Lock {
     /// among the holders.
     pub fn holder(&self) -> Result<Option<u32>, Error> {
         let spec = &self.spec;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &spec.pg {
+            return crate::pg::holder(self, pg);
+        }
         let Some(f) =
             file::open_existing(&spec.path).map_err(|e| spec.io_error("open lock file", e))?
         else {
@@ -286,6 +428,10 @@ impl Lock {
 
     /// The synchronous acquisition, without the nested-call check.
     pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &self.spec.pg {
+            return crate::pg::acquire(self, pg, wait.into());
+        }
         let since = trace::Since::now();
         let result = self.acquire_loop(wait);
         if result.is_ok() {
@@ -502,6 +648,10 @@ impl Lock {
 
     /// Who holds the lock, for an error message: best effort, never an error itself.
     pub(crate) fn current_holder(&self) -> Option<u32> {
+        #[cfg(feature = "postgres")]
+        if self.spec.pg.is_some() {
+            return None; // asking needs a connection; the session reports holders itself
+        }
         let f = match self.slot().cached_file() {
             Some(f) => f,
             None => Arc::new(file::open_existing(self.path()).ok()??),
@@ -525,6 +675,17 @@ impl Lock {
             path: self.path().to_owned(),
             timeout,
             pid,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<Wait> for crate::pg::PgWait {
+    fn from(wait: Wait) -> Self {
+        match wait {
+            Wait::Try => crate::pg::PgWait::Try,
+            Wait::Block => crate::pg::PgWait::Until(None, Duration::ZERO),
+            Wait::Until(at, timeout) => crate::pg::PgWait::Until(Some(at), timeout),
         }
     }
 }
@@ -556,6 +717,19 @@ pub(crate) struct Acquire<'a> {
     contended: bool,
     /// The waiting notice, armed once the lock is found taken; cancelled when dropped.
     notice: Option<Notice>,
+    /// A PostgreSQL acquisition: its session thread does all the waiting.
+    #[cfg(feature = "postgres")]
+    pg: Option<PgFuture>,
+}
+
+#[cfg(feature = "postgres")]
+struct PgFuture(Pin<Box<dyn Future<Output = Result<LockGuard, Error>> + Send>>);
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Debug for PgFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgFuture")
+    }
 }
 
 impl<'a> Acquire<'a> {
@@ -572,6 +746,8 @@ impl<'a> Acquire<'a> {
             since: trace::Since::now(),
             contended: false,
             notice: None,
+            #[cfg(feature = "postgres")]
+            pg: None,
         }
     }
 
@@ -609,11 +785,22 @@ impl Future for Acquire<'_> {
                     return Poll::Ready(Err(e));
                 }
             }
-            if let Some(timeout) = this.timeout {
-                if let Wait::Until(at, _) = deadline(timeout) {
-                    this.deadline = Some(at);
-                }
+            let wait = this.timeout.map_or(Wait::Block, deadline);
+            if let Wait::Until(at, _) = wait {
+                this.deadline = Some(at);
             }
+            #[cfg(feature = "postgres")]
+            if let Some(pg) = &lock.spec.pg {
+                this.pg = Some(PgFuture(Box::pin(crate::pg::acquire_async(
+                    lock,
+                    pg,
+                    wait.into(),
+                ))));
+            }
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &mut this.pg {
+            return pg.0.as_mut().poll(cx);
         }
         loop {
             if let Some((f, pid)) = this.proxy.clone() {

@@ -117,20 +117,30 @@ impl AsyncScope {
     pub fn run<F: Future>(self, body: F) -> Scoped<F> {
         Scoped {
             scope: self,
-            body: Box::pin(body),
+            body: Some(Box::pin(body)),
             catching_up: None,
+            on_lost: None,
         }
+    }
+
+    /// Like [`AsyncScope::run`], but if the lock is lost while the body runs (`on_lost =
+    /// "cancel"`), the body is dropped and `on_lost(err)` is returned instead.
+    pub fn run_or_cancel<F: Future>(self, body: F, on_lost: fn(Error) -> F::Output) -> Scoped<F> {
+        let mut scoped = self.run(body);
+        scoped.on_lost = Some(on_lost);
+        scoped
     }
 }
 
 /// The future returned by [`AsyncScope::run`].
 #[derive(Debug)]
-pub struct Scoped<F> {
+pub struct Scoped<F: Future> {
     // Field order is drop order: a cancelled body's destructors run while the lock is held.
-    body: Pin<Box<F>>,
+    body: Option<Pin<Box<F>>>,
     /// A nested body whose enclosing hold ended before it did, waiting for the lock itself.
     catching_up: Option<Pin<Box<Acquire<'static>>>>,
     scope: AsyncScope,
+    on_lost: Option<fn(Error) -> F::Output>,
 }
 
 impl<F: Future> Future for Scoped<F> {
@@ -152,15 +162,27 @@ impl<F: Future> Future for Scoped<F> {
             }
             this.catching_up = None;
         }
+        if let (Some(on_lost), Some(guard)) = (this.on_lost, &this.scope.guard) {
+            let lost = std::pin::pin!(guard.lost()).poll(cx);
+            if let Poll::Ready(err) = lost {
+                this.body = None; // cancelled: stop the work the lock no longer protects
+                this.scope.guard = None;
+                return Poll::Ready(on_lost(err));
+            }
+        }
+        let Some(body) = &mut this.body else {
+            panic!("`#[exclusive]` future polled after completion");
+        };
         let entry = this
             .scope
             .guard
             .as_ref()
             .map(|_| chain::Entry::push(lock.key(), lock.spec().shared));
-        let out = this.body.as_mut().poll(cx);
+        let out = body.as_mut().poll(cx);
         drop(entry);
         if out.is_ready() {
             this.scope.guard = None;
+            this.body = None;
         }
         out
     }

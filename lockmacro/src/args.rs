@@ -5,7 +5,7 @@ use syn::meta::ParseNestedMeta;
 use syn::{Lit, LitInt, LitStr};
 
 const KEYS: &str = "`name`, `wait`, `timeout`, `dir`, `cleanup`, `shared`, `on_conflict`, \
-                    `exit_code`, `notice`, `crate`";
+                    `exit_code`, `notice`, `backend`, `key`, `lease`, `on_lost`, `crate`";
 
 /// What happens when the lock is not obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,12 @@ pub(crate) struct Args {
     pub(crate) on_conflict: Option<(LitStr, Policy)>,
     pub(crate) exit_code: Option<(Span, u8)>,
     pub(crate) notice: Option<(Span, bool)>,
+    /// `backend = "postgres"` (`"file"` is the default and leaves this `None`).
+    pub(crate) postgres: Option<Span>,
+    pub(crate) key: Option<(Span, i64)>,
+    pub(crate) lease: Option<(Span, u64)>,
+    /// `on_lost = "cancel"` (true) or `"exit"`, with the span of the key.
+    pub(crate) on_lost: Option<(Span, LitStr, bool)>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -67,15 +73,58 @@ impl Args {
             "cleanup" => set(meta, &mut self.cleanup, flag(meta)?),
             "shared" => set(meta, &mut self.shared, flag(meta)?),
             "timeout" => {
-                let lit = string(meta, "timeout = \"250ms\"")?;
-                let millis = duration_millis(&lit.value()).ok_or_else(|| {
+                let millis = duration(meta, "timeout = \"250ms\"")?;
+                set(meta, &mut self.timeout, (span, millis))
+            }
+            "lease" => {
+                let millis = duration(meta, "lease = \"10s\"")?;
+                set(meta, &mut self.lease, (span, millis.max(1)))
+            }
+            "backend" => {
+                let lit = string(meta, "backend = \"postgres\"")?;
+                match lit.value().as_str() {
+                    "postgres" => set(meta, &mut self.postgres, span),
+                    "file" => Ok(()),
+                    other => Err(syn::Error::new(
+                        lit.span(),
+                        format!("unknown backend \"{other}\": expected \"file\" or \"postgres\""),
+                    )),
+                }
+            }
+            "key" => {
+                let lit: LitInt = match meta.value()?.parse::<Lit>()? {
+                    Lit::Int(lit) => lit,
+                    other => {
+                        return Err(syn::Error::new(
+                            other.span(),
+                            "expected an integer advisory-lock key, like `key = 42`",
+                        ))
+                    }
+                };
+                let key = lit.base10_parse::<i64>().map_err(|_| {
                     syn::Error::new(
                         lit.span(),
-                        "invalid duration: expected a whole number followed by `ms`, `s`, `m` \
-                         or `h`, like \"250ms\" or \"30s\"",
+                        "`key` must fit in an `i64` (a PostgreSQL bigint)",
                     )
                 })?;
-                set(meta, &mut self.timeout, (span, millis))
+                set(meta, &mut self.key, (span, key))
+            }
+            "on_lost" => {
+                let lit = string(meta, "on_lost = \"cancel\"")?;
+                let cancel = match lit.value().as_str() {
+                    "cancel" => true,
+                    "exit" => false,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "unknown `on_lost` policy \"{other}\": expected \"exit\" or \
+                                 \"cancel\""
+                            ),
+                        ))
+                    }
+                };
+                set(meta, &mut self.on_lost, (span, lit, cancel))
             }
             "dir" => {
                 let lit = string(meta, "dir = \"/run/lock\"")?;
@@ -192,6 +241,18 @@ fn string(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
             format!("expected a string literal, like `{example}`"),
         )),
     }
+}
+
+/// `key = "250ms"`, in milliseconds; a malformed duration is refused on the literal.
+fn duration(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<u64> {
+    let lit = string(meta, example)?;
+    duration_millis(&lit.value()).ok_or_else(|| {
+        syn::Error::new(
+            lit.span(),
+            "invalid duration: expected a whole number followed by `ms`, `s`, `m` or `h`, like \
+             \"250ms\" or \"30s\"",
+        )
+    })
 }
 
 /// "250ms", "30s", "5m", "1h" to milliseconds; `None` if malformed or out of range.

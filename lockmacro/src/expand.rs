@@ -2,7 +2,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{AttrStyle, ItemFn, ReturnType, Type};
+use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
 
 use crate::args::{self, Args, Policy};
 use crate::item::{self, FnInfo};
@@ -35,6 +35,11 @@ struct Plan {
     mode: TokenStream,
     policy: Policy,
     exit_code: i32,
+    /// `on_lost = "cancel"`: the async body is dropped when the lock is lost.
+    cancel_on_lost: bool,
+    /// `backend = "postgres"`: the lock is built through a runtime macro that checks the
+    /// runtime's feature.
+    postgres: bool,
     /// Where a missing `From<Error>` for the user's error type is reported: the return type.
     ret_span: Span,
 }
@@ -43,6 +48,7 @@ impl Plan {
     fn new(args: Args, info: &FnInfo) -> syn::Result<Plan> {
         let krate = args
             .krate
+            .as_ref()
             .map_or_else(|| quote!(::lockmacro_runtime), |p| p.to_token_stream());
         let policy = match &args.on_conflict {
             Some((lit, Policy::Error)) if !info.may_return_result => {
@@ -99,6 +105,8 @@ impl Plan {
         if args.shared.is_some() {
             builder.extend(quote!(.shared()));
         }
+        let (backend, cancel_on_lost) = postgres(&args, info, &krate)?;
+        builder.extend(backend.builder);
         let waits = args.wait.is_some() || args.timeout.is_some();
         match args.notice {
             Some((span, true)) if !waits => {
@@ -125,6 +133,8 @@ impl Plan {
             mode,
             policy,
             exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
+            cancel_on_lost,
+            postgres: backend.postgres,
             ret_span: info.ret_span,
         })
     }
@@ -151,6 +161,70 @@ impl Plan {
     }
 }
 
+/// The builder calls and feature check for `backend = "postgres"` and its keys.
+struct Backend {
+    builder: TokenStream,
+    postgres: bool,
+}
+
+fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<(Backend, bool)> {
+    let mut backend = Backend {
+        builder: TokenStream::new(),
+        postgres: false,
+    };
+    let Some(_) = args.postgres else {
+        let only_pg = [
+            ("key", args.key.map(|k| k.0)),
+            ("lease", args.lease.map(|l| l.0)),
+            ("on_lost", args.on_lost.as_ref().map(|o| o.0)),
+        ];
+        if let Some((what, Some(span))) = only_pg.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(syn::Error::new(
+                span,
+                format!("`{what}` applies to `backend = \"postgres\"` locks only"),
+            ));
+        }
+        return Ok((backend, false));
+    };
+    let file_only = [
+        ("dir", args.dir.as_ref().map(LitStr::span)),
+        ("cleanup", args.cleanup),
+    ];
+    if let Some((what, Some(span))) = file_only.into_iter().find(|(_, s)| s.is_some()) {
+        return Err(syn::Error::new(
+            span,
+            format!("`{what}` applies to lock files, not to `backend = \"postgres\"`"),
+        ));
+    }
+    backend.postgres = true;
+    backend.builder.extend(quote!(.postgres_from_env()));
+    if let Some((_, key)) = args.key {
+        backend.builder.extend(quote!(.postgres_key(#key)));
+    }
+    if let Some((_, ms)) = args.lease {
+        backend
+            .builder
+            .extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
+    }
+    let cancel = match &args.on_lost {
+        Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
+            return Err(syn::Error::new(
+                lit.span(),
+                "`on_lost = \"cancel\"` needs an `async fn` that returns `Result`: the body's \
+                 future is dropped and the function returns the `Error::Lost`",
+            ))
+        }
+        Some((_, _, true)) => {
+            backend
+                .builder
+                .extend(quote!(.on_lost(#krate::OnLost::Report)));
+            true
+        }
+        _ => false,
+    };
+    Ok((backend, cancel))
+}
+
 fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
     let ItemFn {
         attrs,
@@ -161,7 +235,14 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
     let (outer, inner): (Vec<_>, Vec<_>) = attrs
         .into_iter()
         .partition(|a| matches!(a.style, AttrStyle::Outer));
-    let stmts = &block.stmts;
+    // Leading items (`use`, `const`, nested `fn`) stay ahead of the inserted statement, or
+    // clippy's `items_after_statements` would blame the user's code for our `let`.
+    let leading = block
+        .stmts
+        .iter()
+        .take_while(|s| matches!(s, syn::Stmt::Item(_)))
+        .count();
+    let (items, stmts) = block.stmts.split_at(leading);
     let Plan {
         krate,
         name,
@@ -172,22 +253,37 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
     let scope = syn::Ident::new("__lockmacro_scope", Span::mixed_site());
     let err = syn::Ident::new("__lockmacro_err", Span::mixed_site());
     let on_failure = plan.on_failure(&err);
+    let mut make = quote!(#krate::Lock::new(#name) #builder);
+    if plan.postgres {
+        make = quote!(#krate::__lockmacro_postgres!(#make));
+    }
     let site = quote! {
         static __LOCKMACRO_SITE: #krate::__private::Site =
-            #krate::__private::Site::new(|| #krate::Lock::new(#name) #builder);
+            #krate::__private::Site::new(|| #make);
     };
     let body = if info.is_async {
         let hint = return_type_hint(&sig.output);
+        let (run, on_lost) = if plan.cancel_on_lost {
+            let lost = syn::Ident::new("__lockmacro_lost", Span::mixed_site());
+            let from = quote_spanned!(plan.ret_span=> ::core::convert::From::from);
+            (
+                quote!(run_or_cancel),
+                quote!(, |#lost| ::core::result::Result::Err(#from(#lost))),
+            )
+        } else {
+            (quote!(run), TokenStream::new())
+        };
         quote! {
             match { #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #mode) }.await {
                 ::core::result::Result::Ok(#scope) => #scope,
                 ::core::result::Result::Err(#err) => #on_failure,
             }
-            .run(async move { #hint #(#stmts)* })
+            .#run(async move { #hint #(#items)* #(#stmts)* } #on_lost)
             .await
         }
     } else {
         quote! {
+            #(#items)*
             let #scope = {
                 #site
                 match #krate::__private::enter(&__LOCKMACRO_SITE, #mode) {

@@ -202,6 +202,11 @@ impl Proc {
     /// its remaining stdout lines and its whole stderr.
     pub fn finish(mut self) -> Finished {
         self.close_stdin();
+        self.exited()
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the child to exit by itself, stdin still open.
+    pub fn exited(mut self) -> Finished {
         let deadline = Instant::now() + PATIENCE;
         let mut rest = Vec::new();
         // The child's stdout reaches EOF when it exits: no polling of its status needed.

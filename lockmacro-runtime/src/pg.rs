@@ -1,0 +1,675 @@
+//! The PostgreSQL backend (feature `postgres`): a session-level advisory lock held on a
+//! dedicated connection, kept as a lease.
+//!
+//! Each acquisition runs one session on its own thread with a private current-thread tokio
+//! runtime, so the caller's executor (if any) is never involved. The session:
+//!
+//! 1. connects with TCP keepalives and `tcp_user_timeout`, and an `application_name` naming
+//!    the holder (`lockmacro <host>:<pid> <lock name>`);
+//! 2. sets `idle_session_timeout` to the lease (PostgreSQL 14+), refuses a standby;
+//! 3. polls `pg_try_advisory_lock` (so that every wait has a deadline and a cancellation
+//!    point), then checks in `pg_locks` that *this backend* holds it, which a pooler in
+//!    transaction mode cannot fake;
+//! 4. while held, re-checks `pg_locks` every lease/5. The server ends the session (and so
+//!    frees the lock) once it has been idle for a lease. The client therefore declares the
+//!    lock lost when no heartbeat *sent* in the last half lease has been answered: the
+//!    server's idle clock started after that send, so it cannot have let anyone in yet. Only
+//!    durations on each side are compared, never clocks.
+//!
+//! A lost lock is never re-acquired: by default the process prints one line and exits with
+//! [`LOST_EXIT_CODE`]; with [`OnLost::Report`] the guard reports it instead.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::{one_line, program_name, Error};
+use crate::guard::LockGuard;
+use crate::lock::{Lock, Spec};
+use crate::trace;
+
+/// The environment variable read for the server URL when none is given in code.
+pub const URL_ENV: &str = "LOCKMACRO_POSTGRES_URL";
+
+/// The exit status of a process whose PostgreSQL lock was lost under [`OnLost::Exit`]
+/// (`EX_TEMPFAIL`: the work was interrupted and may be retried).
+pub const LOST_EXIT_CODE: i32 = 75;
+
+/// The default lease: how long the server waits on a silent holder before ending its session.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Prefix hashed with the name; a new version would change every key.
+const KEY_PREFIX: &str = "lockmacro-v1:";
+
+/// The SQL that computes the same key as [`key_for`], for operators looking at `pg_locks`.
+pub const KEY_SQL: &str = "SELECT ('x' || substr(encode(sha256(convert_to('lockmacro-v1:' || \
+                           $1, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint";
+
+/// What a holder does when its PostgreSQL lock is lost (connection broken, session ended,
+/// heartbeat unanswered for half a lease, or the lock no longer in `pg_locks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnLost {
+    /// Print one line to stderr and exit the process with [`LOST_EXIT_CODE`]: the guarded work
+    /// must not go on unprotected, and a thread cannot be stopped from outside.
+    #[default]
+    Exit,
+    /// Keep running; the guard reports the loss ([`LockGuard::is_lost`],
+    /// [`LockGuard::check`], [`LockGuard::lost`]) and it is up to the program to stop.
+    Report,
+}
+
+/// The 64-bit advisory-lock key of a lock name: the first 8 bytes (big-endian) of
+/// SHA-256(`"lockmacro-v1:"` + name). [`KEY_SQL`] computes the same in SQL.
+pub fn key_for(name: &str) -> i64 {
+    let digest = Sha256::digest(format!("{KEY_PREFIX}{name}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PgSpec {
+    /// `None`: read [`URL_ENV`] when acquiring.
+    pub(crate) url: Option<String>,
+    pub(crate) key: i64,
+    pub(crate) lease: Duration,
+    pub(crate) on_lost: OnLost,
+}
+
+impl PgSpec {
+    pub(crate) fn new(url: Option<String>, name: &str) -> PgSpec {
+        PgSpec {
+            url,
+            key: key_for(name),
+            lease: DEFAULT_LEASE,
+            on_lost: OnLost::Exit,
+        }
+    }
+
+    /// What errors and `Lock::path` show for this lock: the server without credentials, and
+    /// the key.
+    pub(crate) fn locator(&self) -> String {
+        let server = self
+            .url
+            .as_deref()
+            .and_then(|url| url.parse::<tokio_postgres::Config>().ok())
+            .map_or_else(|| format!("${URL_ENV}"), |c| server_of(&c));
+        format!("postgres://{server} advisory lock {}", self.key)
+    }
+}
+
+fn server_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("{host}:{port}/{db}")
+}
+
+/// How long to wait for the lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PgWait {
+    Try,
+    Until(Option<Instant>, Duration),
+}
+
+/// The state a held lock shares between its session thread and its guard.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    state: Mutex<HoldState>,
+}
+
+#[derive(Debug, Default)]
+struct HoldState {
+    lost: Option<String>,
+    wakers: Vec<Waker>,
+    release: Option<oneshot::Sender<()>>,
+    released: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Hold {
+    fn state(&self) -> MutexGuard<'_, HoldState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn lost_reason(&self) -> Option<String> {
+        self.state().lost.clone()
+    }
+
+    /// Registers `waker` to be woken when the lock is lost; the reason if it already is.
+    pub(crate) fn watch(&self, waker: &Waker) -> Option<String> {
+        let mut state = self.state();
+        if state.lost.is_none() {
+            state.wakers.push(waker.clone());
+        }
+        state.lost.clone()
+    }
+
+    fn set_lost(&self, reason: String) {
+        let wakers = {
+            let mut state = self.state();
+            state.lost.get_or_insert(reason);
+            std::mem::take(&mut state.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Ends the session: unlocks, closes the connection, and waits (a bounded time) until the
+    /// server has confirmed the unlock, so the next acquirer finds it free.
+    pub(crate) fn release(&self, lease: Duration) {
+        let (release, released) = {
+            let mut state = self.state();
+            (state.release.take(), state.released.take())
+        };
+        if let Some(release) = release {
+            let _ = release.send(());
+        }
+        if let Some(released) = released {
+            let _ = released.recv_timeout(lease);
+        }
+    }
+}
+
+/// Takes the lock, blocking the calling thread (never an executor's: this is the sync path).
+pub(crate) fn acquire(lock: &Lock, pg: &PgSpec, wait: PgWait) -> Result<LockGuard, Error> {
+    block_on(start(lock, pg, wait))
+}
+
+/// The async path: the session thread does the waiting, the future only waits for its answer.
+/// Dropping the future cancels the session (and with it any lock it got).
+pub(crate) fn acquire_async(
+    lock: &Lock,
+    pg: &PgSpec,
+    wait: PgWait,
+) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
+    start(lock, pg, wait)
+}
+
+fn start(
+    lock: &Lock,
+    pg: &PgSpec,
+    wait: PgWait,
+) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
+    let (reply, answer) = oneshot::channel();
+    let session = Session {
+        lock: lock.clone(),
+        pg: pg.clone(),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("lockmacro-pg".into())
+        .spawn(move || session.run(wait, reply));
+    let lock = lock.clone();
+    async move {
+        if let Err(e) = spawned {
+            return Err(lock.spec().io_error("start a session thread for", e));
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(lock
+                .spec()
+                .io_error("hold", io::Error::other("the session thread ended"))),
+        }
+    }
+}
+
+struct Session {
+    lock: Lock,
+    pg: PgSpec,
+}
+
+type Reply = oneshot::Sender<Result<LockGuard, Error>>;
+/// The task driving the connection; it ends when the session does.
+type Connection = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+impl Session {
+    fn run(self, wait: PgWait, reply: Reply) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => rt.block_on(self.session(wait, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(self.error("start a runtime for", e)));
+            }
+        }
+    }
+
+    fn spec(&self) -> &Spec {
+        self.lock.spec()
+    }
+
+    fn error(
+        &self,
+        action: &'static str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        self.spec().io_error(action, io::Error::other(e))
+    }
+
+    async fn session(self, wait: PgWait, mut reply: Reply) {
+        let since = trace::Since::now();
+        let connected = tokio::select! {
+            c = self.connect() => c,
+            () = reply.closed() => return, // cancelled while connecting
+        };
+        let (client, mut connection) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let got = tokio::select! {
+            got = self.take(&client, wait) => got,
+            () = reply.closed() => return, // cancelled: closing the session frees everything
+            end = &mut connection => Err(self.error("keep the connection to", ended(end))),
+        };
+        let sent = match got {
+            Ok(sent) => sent,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let (release_tx, release_rx) = oneshot::channel();
+        let (released_tx, released_rx) = std::sync::mpsc::channel();
+        let hold = Arc::new(Hold {
+            state: Mutex::new(HoldState {
+                release: Some(release_tx),
+                released: Some(released_rx),
+                ..HoldState::default()
+            }),
+        });
+        trace::acquired(self.spec(), since);
+        let guard = LockGuard::postgres(self.lock.clone(), Arc::clone(&hold));
+        if let Err(Ok(guard)) = reply.send(Ok(guard)) {
+            // Nobody is waiting any more: the session ends below, which gives it back.
+            guard.defuse();
+            drop(client);
+            return;
+        }
+        let reason = self.hold(&client, &mut connection, release_rx, sent).await;
+        if let Some(reason) = reason {
+            self.lost(&hold, reason);
+        } else {
+            let unlock = format!("SELECT pg_advisory_unlock{}($1)", self.suffix());
+            let _ =
+                tokio::time::timeout(self.pg.lease / 2, client.execute(&unlock, &[&self.pg.key]))
+                    .await;
+        }
+        drop(client); // closes the session: whatever happened above, the server frees the lock
+        let _ = tokio::time::timeout(self.pg.lease / 2, connection).await;
+        let _ = released_tx.send(());
+    }
+
+    fn suffix(&self) -> &'static str {
+        if self.spec().shared {
+            "_shared"
+        } else {
+            ""
+        }
+    }
+
+    async fn connect(&self) -> Result<(Client, Connection), Error> {
+        let url = match &self.pg.url {
+            Some(url) => url.clone(),
+            None => std::env::var(URL_ENV).map_err(|_| {
+                self.spec().io_error(
+                    "find the server of",
+                    io::Error::new(io::ErrorKind::NotFound, format!("{URL_ENV} is not set")),
+                )
+            })?,
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| self.error("parse the server URL of", e))?;
+        let lease = self.pg.lease;
+        config
+            .application_name(application_name(&self.spec().name))
+            .connect_timeout(lease.max(Duration::from_secs(1)))
+            .keepalives(true)
+            .keepalives_idle((lease / 4).max(Duration::from_secs(1)))
+            .keepalives_interval((lease / 10).max(Duration::from_secs(1)))
+            .keepalives_retries(3)
+            .tcp_user_timeout(lease / 2);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.error("connect to the server of", e))?;
+        Ok((client, tokio::spawn(connection)))
+    }
+
+    /// Sets up the lease and takes the lock; returns when the last confirming query was sent.
+    async fn take(&self, client: &Client, wait: PgWait) -> Result<Instant, Error> {
+        let lease_ms = u64::try_from(self.pg.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        client
+            .batch_execute(&format!("SET idle_session_timeout = {lease_ms}"))
+            .await
+            .map_err(|e| self.error("set idle_session_timeout (PostgreSQL 14 or later) for", e))?;
+        let standby: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| self.error("ask the server about", e))?
+            .get(0);
+        if standby {
+            return Err(self.error(
+                "lock on a standby server",
+                "the server is a read-only standby (pg_is_in_recovery() is true); use the primary",
+            ));
+        }
+        let try_lock = client
+            .prepare(&format!("SELECT pg_try_advisory_lock{}($1)", self.suffix()))
+            .await
+            .map_err(|e| self.error("prepare", e))?;
+        let mut pause = Duration::from_millis(5);
+        let mut contended = false;
+        let mut _notice = None;
+        loop {
+            let sent = Instant::now();
+            let got: bool = self
+                .timely(client.query_one(&try_lock, &[&self.pg.key]))
+                .await?
+                .get(0);
+            if got {
+                if !self.timely(self.visible(client)).await? {
+                    return Err(self.error(
+                        "lock through a pooler",
+                        "pg_locks does not show the lock held by this session: is the URL a \
+                         pooler in transaction mode (PgBouncer)? Connect to the server directly",
+                    ));
+                }
+                return Ok(sent);
+            }
+            let (deadline, timeout) = match wait {
+                PgWait::Try => (Some(Instant::now()), Duration::ZERO),
+                PgWait::Until(deadline, timeout) => (deadline, timeout),
+            };
+            if !std::mem::replace(&mut contended, true) {
+                trace::contended(self.spec(), None);
+                if matches!(wait, PgWait::Until(..)) {
+                    _notice = crate::notice::Notice::arm(&self.lock);
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                let pid = self.holder(client).await;
+                if matches!(wait, PgWait::Try) {
+                    return Err(Error::Held {
+                        name: self.spec().name.clone(),
+                        path: self.spec().path.to_path_buf(),
+                        pid,
+                    });
+                }
+                trace::timed_out(self.spec(), timeout, pid);
+                return Err(Error::Timeout {
+                    name: self.spec().name.clone(),
+                    path: self.spec().path.to_path_buf(),
+                    timeout,
+                    pid,
+                });
+            }
+            let mut wake = now + pause;
+            if let Some(d) = deadline {
+                wake = wake.min(d);
+            }
+            tokio::time::sleep_until(wake.into()).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// A query, bounded by half a lease: a server or network path that does not answer by then
+    /// is treated as gone.
+    async fn timely<T>(
+        &self,
+        query: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.pg.lease / 2, query).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.error("query the server of", e)),
+            Err(_) => Err(self.error(
+                "query the server of",
+                format!("no answer within {:?}", self.pg.lease / 2),
+            )),
+        }
+    }
+
+    /// Whether `pg_locks` shows this lock granted to this session.
+    async fn visible(&self, client: &Client) -> Result<bool, tokio_postgres::Error> {
+        let mode = if self.spec().shared {
+            "ShareLock"
+        } else {
+            "ExclusiveLock"
+        };
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                 AND pid = pg_backend_pid() AND granted AND objsubid = 1 AND mode = $2 \
+                 AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                &[&self.pg.key, &mode],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The PID of a holder on this host, from its `application_name`; best effort.
+    async fn holder(&self, client: &Client) -> Option<u32> {
+        let rows = tokio::time::timeout(
+            self.pg.lease / 2,
+            client.query(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a \
+                 ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+                &[&self.pg.key],
+            ),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        rows.iter().find_map(|row| {
+            let name: String = row.get(0);
+            let (host, pid) = name
+                .strip_prefix("lockmacro ")?
+                .split_once(' ')?
+                .0
+                .rsplit_once(':')?;
+            (host == hostname()).then(|| pid.parse().ok())?
+        })
+    }
+
+    /// Holds the lock until released (`None`) or lost (`Some(reason)`).
+    async fn hold(
+        &self,
+        client: &Client,
+        connection: &mut Connection,
+        mut release: oneshot::Receiver<()>,
+        mut sent: Instant,
+    ) -> Option<String> {
+        let lease = self.pg.lease;
+        let every = lease / 5;
+        loop {
+            // The server cannot end the session before `sent + lease`; we give up at half that.
+            let give_up = sent + lease / 2;
+            let next = (Instant::now() + every).min(give_up);
+            tokio::select! {
+                _ = &mut release => return None,
+                end = &mut *connection => {
+                    return Some(format!("the connection ended: {}", ended(end)));
+                }
+                () = tokio::time::sleep_until(next.into()) => {}
+            }
+            let beat = Instant::now();
+            let answer = tokio::select! {
+                _ = &mut release => return None,
+                end = &mut *connection => {
+                    return Some(format!("the connection ended: {}", ended(end)));
+                }
+                a = tokio::time::timeout_at(give_up.into(), self.visible(client)) => a,
+            };
+            match answer {
+                Ok(Ok(true)) => sent = beat,
+                Ok(Ok(false)) => {
+                    return Some("pg_locks no longer shows the lock held by this session".into())
+                }
+                Ok(Err(e)) => return Some(format!("the heartbeat failed: {e}")),
+                Err(_) => {
+                    return Some(format!(
+                        "no heartbeat answered for {:?} (half the {lease:?} lease): the server \
+                         or the network path is stuck",
+                        lease / 2
+                    ))
+                }
+            }
+        }
+    }
+
+    fn lost(&self, hold: &Hold, reason: String) {
+        trace::lost(self.spec(), &reason);
+        let err = Error::Lost {
+            name: self.spec().name.clone(),
+            path: self.spec().path.to_path_buf(),
+            reason,
+        };
+        if self.pg.on_lost == OnLost::Exit {
+            eprintln!("{}: {}", program_name(), one_line(&err));
+            std::process::exit(LOST_EXIT_CODE);
+        }
+        if let Error::Lost { reason, .. } = err {
+            hold.set_lost(reason);
+        }
+    }
+}
+
+fn ended(end: Result<Result<(), tokio_postgres::Error>, tokio::task::JoinError>) -> String {
+    match end {
+        Ok(Ok(())) => "closed by the server".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `lockmacro <host>:<pid> <name>`, cut to the server's 63-byte limit (the name goes last, so
+/// the holder's identity survives the cut).
+fn application_name(name: &str) -> String {
+    let mut text = format!("lockmacro {}:{} {name}", hostname(), std::process::id());
+    if text.len() > 63 {
+        let mut cut = 63;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".to_owned())
+    }
+}
+
+/// Runs a future to completion on this thread, parking between polls. Used instead of a
+/// runtime's `block_on` so that a synchronous acquisition works even when called from inside
+/// an async runtime's thread.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// The PID of this lock's holder on this host, asked from the server (for `Lock::holder`).
+pub(crate) fn holder(lock: &Lock, pg: &PgSpec) -> Result<Option<u32>, Error> {
+    let session = Session {
+        lock: lock.clone(),
+        pg: pg.clone(),
+    };
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("lockmacro-pg".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let out = match rt {
+                Ok(rt) => rt.block_on(async {
+                    let (client, _connection) = session.connect().await?;
+                    let held: bool = session
+                        .timely(client.query_one(
+                            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                             AND granted AND objsubid = 1 \
+                             AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                            &[&session.pg.key],
+                        ))
+                        .await?
+                        .get(0);
+                    Ok(if held {
+                        session.holder(&client).await
+                    } else {
+                        None
+                    })
+                }),
+                Err(e) => Err(session.error("start a runtime for", e)),
+            };
+            let _ = tx.send(out);
+        })
+        .map_err(|e| lock.spec().io_error("start a session thread for", e))?;
+    block_on(rx).unwrap_or_else(|_| {
+        Err(lock
+            .spec()
+            .io_error("ask about", io::Error::other("the session thread ended")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable() {
+        // Pinned: changing them would let old and new versions hold "the same" lock at once.
+        assert_eq!(key_for("abc"), 3_368_508_787_286_195_161);
+        assert_ne!(key_for("abc"), key_for("abd"));
+    }
+
+    #[test]
+    fn application_names_fit_and_keep_the_holder() {
+        let long = application_name(&"é".repeat(100));
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.starts_with("lockmacro "));
+        assert!(long.contains(&format!(":{} ", std::process::id())));
+    }
+}
