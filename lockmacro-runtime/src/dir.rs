@@ -22,6 +22,18 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::Error;
 
 /// The environment variable that replaces the default lock directory.
+///
+/// An explicit [`Lock::dir`](crate::Lock::dir) (or `dir = "..."`) still takes precedence.
+///
+/// ```
+/// use std::process::Command;
+/// use lockmacro_runtime::DIR_ENV;
+///
+/// assert_eq!(DIR_ENV, "LOCKMACRO_DIR");
+/// // Run a program with its locks in a directory of our choosing (not spawned here).
+/// let mut backup = Command::new("backup");
+/// backup.env(DIR_ENV, std::env::temp_dir().join("lockmacro-doc-dir-env"));
+/// ```
 pub const DIR_ENV: &str = "LOCKMACRO_DIR";
 
 /// Picks the directory for a lock: the explicit one, else `LOCKMACRO_DIR`, else the default.

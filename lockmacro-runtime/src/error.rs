@@ -90,6 +90,16 @@ pub enum Error {
 impl Error {
     /// The PID of the process holding the lock, when known (only [`Error::Held`] and
     /// [`Error::Timeout`] carry one).
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-holder-pid");
+    /// let _held = Lock::new("report").dir(&dir).try_acquire()?;
+    /// let err = Lock::new("report").dir(&dir).try_acquire().unwrap_err();
+    /// assert_eq!(err.holder_pid(), Some(std::process::id()));
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn holder_pid(&self) -> Option<u32> {
         match self {
             Error::Held { pid, .. } | Error::Timeout { pid, .. } => *pid,
@@ -98,6 +108,16 @@ impl Error {
     }
 
     /// The name of the lock the error is about.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-error-name");
+    /// let _held = Lock::new("report").dir(&dir).try_acquire()?;
+    /// let err = Lock::new("report").dir(&dir).try_acquire().unwrap_err();
+    /// assert_eq!(err.name(), "report");
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         match self {
             Error::Held { name, .. }
@@ -110,6 +130,16 @@ impl Error {
     }
 
     /// The lock file (or, for [`Error::UnsafeDir`], the directory) the error is about.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-error-path"));
+    /// let _held = lock.try_acquire()?;
+    /// let err = lock.try_acquire().unwrap_err();
+    /// assert_eq!(err.path(), lock.path());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn path(&self) -> &Path {
         match self {
             Error::Held { path, .. }
@@ -122,6 +152,21 @@ impl Error {
     }
 
     /// True for the two "somebody else has it" outcomes: [`Error::Held`] and [`Error::Timeout`].
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let tmp = std::env::temp_dir();
+    /// let lock = Lock::new("report").dir(tmp.join("lockmacro-doc-contended"));
+    /// let _held = lock.try_acquire()?;
+    /// assert!(lock.try_acquire().unwrap_err().is_contended()); // busy: skip, or retry later
+    ///
+    /// let not_a_dir = tmp.join("lockmacro-doc-contended.txt");
+    /// std::fs::write(&not_a_dir, "").unwrap();
+    /// let err = Lock::new("report").dir(&not_a_dir).try_acquire().unwrap_err();
+    /// assert!(!err.is_contended()); // a real failure, worth reporting
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn is_contended(&self) -> bool {
         matches!(self, Error::Held { .. } | Error::Timeout { .. })
     }

@@ -9,6 +9,16 @@ use std::path::Path;
 use crate::error::Error;
 
 /// Set this environment variable to `1` to allow lock directories on network filesystems.
+///
+/// ```
+/// use std::process::Command;
+/// use lockmacro_runtime::{ALLOW_NETWORK_FS_ENV, DIR_ENV};
+///
+/// assert_eq!(ALLOW_NETWORK_FS_ENV, "LOCKMACRO_ALLOW_NETWORK_FS");
+/// // Run a program with its locks on an NFS mount known to support flock (not spawned here).
+/// let mut backup = Command::new("backup");
+/// backup.env(DIR_ENV, "/mnt/shared/locks").env(ALLOW_NETWORK_FS_ENV, "1");
+/// ```
 pub const ALLOW_NETWORK_FS_ENV: &str = "LOCKMACRO_ALLOW_NETWORK_FS";
 
 pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {

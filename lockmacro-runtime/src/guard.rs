@@ -64,16 +64,43 @@ impl LockGuard {
     }
 
     /// The lock file's path.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-guard-path");
+    /// let guard = Lock::new("cache-rebuild").dir(&dir).try_acquire()?;
+    /// assert!(guard.path().starts_with(&dir));
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn path(&self) -> &Path {
         self.lock.path()
     }
 
     /// The lock's name.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-guard-name");
+    /// let guard = Lock::new("cache-rebuild").dir(&dir).try_acquire()?;
+    /// assert_eq!(guard.name(), "cache-rebuild");
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         self.lock.name()
     }
 
     /// True if this is a shared hold.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("catalog").dir(std::env::temp_dir().join("lockmacro-doc-is-shared"));
+    /// assert!(!lock.try_acquire()?.is_shared());
+    /// assert!(lock.shared().try_acquire()?.is_shared());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn is_shared(&self) -> bool {
         self.lock.spec().shared
     }
@@ -150,6 +177,18 @@ impl LockGuard {
 
     /// Releases the lock now, reporting a failure to remove the lock file (with `cleanup`).
     /// Dropping the guard does the same but can only ignore such a failure.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("cache-rebuild")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-release"))
+    ///     .cleanup();
+    /// let guard = lock.try_acquire()?;
+    /// guard.release()?; // free now, and the lock file is gone (or the error says why not)
+    /// assert_eq!(lock.holder()?, None);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn release(mut self) -> Result<(), Error> {
         self.release_inner()
     }
@@ -157,6 +196,16 @@ impl LockGuard {
     /// Keeps the lock until the process exits (the kernel releases it then), like Python
     /// `exclusiveprocess`'s `.forever()`: for a program that must stay single-instance for its
     /// whole life after some point.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("daemon").dir(std::env::temp_dir().join("lockmacro-doc-forever"));
+    /// lock.try_acquire()?.forever();
+    /// // Still held although the guard is gone: a second instance is refused until we exit.
+    /// assert!(lock.try_acquire().unwrap_err().is_contended());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn forever(self) {
         std::mem::forget(self);
     }

@@ -11,8 +11,25 @@
 //! }
 //! ```
 //!
+//! (Not run as a doctest: it would take the lock in the user's real lock directory, and exit
+//! if another copy held it.)
+//!
 //! The [`exclusive`] attribute is the front door; [`Lock`] and [`LockGuard`] are the runtime
-//! underneath, usable directly. Locks are flock(2) locks (through the `fd-lock` crate) on a file
+//! underneath, usable directly:
+//!
+//! ```
+//! use lockmacro_runtime::Lock;
+//!
+//! let lock = Lock::new("nightly-backup").dir(std::env::temp_dir().join("lockmacro-doc-crate"));
+//! match lock.try_acquire() {
+//!     Ok(_guard) => { /* the backup; the lock is released when `_guard` is dropped */ }
+//!     Err(e) if e.is_contended() => eprintln!("backup: {e}"), // another copy is running
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok::<(), lockmacro_runtime::Error>(())
+//! ```
+//!
+//! Locks are flock(2) locks (through the `fd-lock` crate) on a file
 //! per lock name in a private per-user directory ([`default_dir`]); the kernel releases them
 //! when the holder exits, however it exits, and the holder's PID is recorded in the file for
 //! error messages. See the README for the guarantees and how each is tested.

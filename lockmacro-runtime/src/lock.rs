@@ -106,6 +106,17 @@ impl Lock {
     /// A lock called `name`, in the directory given by `LOCKMACRO_DIR` or else the default
     /// directory (see [`default_dir`](crate::default_dir)). Any string is a valid name: it is
     /// mapped to a safe file name inside the directory.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-new");
+    /// let lock = Lock::new("../Reports/2024 Q1").dir(&dir);
+    /// assert_eq!(lock.name(), "../Reports/2024 Q1");
+    /// assert_eq!(lock.path().parent(), Some(dir.as_path())); // the file stays inside `dir`
+    /// let _guard = lock.try_acquire()?;
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn new(name: impl Into<String>) -> Lock {
         let (dir, private_dir) = dir::resolve(None);
         Lock::from_parts(name.into(), dir, private_dir)
@@ -132,6 +143,17 @@ impl Lock {
 
     /// Keeps the lock file in `dir` instead of the default directory. The directory is created
     /// (mode 0700) if missing; it may be shared with other users on purpose.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-dir").join("jobs");
+    /// let lock = Lock::new("nightly-backup").dir(&dir);
+    /// assert!(lock.path().starts_with(&dir));
+    /// let _guard = lock.try_acquire()?; // creates the directory if it is missing
+    /// assert!(dir.is_dir());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     #[must_use]
     pub fn dir(self, dir: impl Into<PathBuf>) -> Lock {
         let (dir, private_dir) = dir::resolve(Some(dir.into()));
@@ -151,6 +173,19 @@ impl Lock {
     /// Removes the lock file when the lock is released (race-free: it is unlinked while still
     /// locked, and every acquirer re-checks the file's identity). Costs several times a plain
     /// lock cycle; the default keeps the file, as flock(1) and cargo do.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("nightly-backup")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-cleanup"))
+    ///     .cleanup();
+    /// let guard = lock.try_acquire()?;
+    /// assert!(lock.path().exists());
+    /// guard.release()?;
+    /// assert!(!lock.path().exists()); // removed on release
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     #[must_use]
     pub fn cleanup(mut self) -> Lock {
         Arc::make_mut(&mut self.spec).cleanup = true;
@@ -159,6 +194,20 @@ impl Lock {
 
     /// Makes this a shared (reader) lock: any number of shared holders run together, while an
     /// exclusive holder excludes them all and they exclude it.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-shared");
+    /// let reader = Lock::new("catalog").dir(&dir).shared();
+    /// let first = reader.try_acquire()?;
+    /// let second = reader.try_acquire()?; // readers hold it together
+    /// let writer = Lock::new("catalog").dir(&dir);
+    /// assert!(writer.try_acquire().unwrap_err().is_contended()); // a writer must wait
+    /// drop((first, second));
+    /// let _write = writer.try_acquire()?;
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     #[must_use]
     pub fn shared(mut self) -> Lock {
         Arc::make_mut(&mut self.spec).shared = true;
@@ -299,16 +348,46 @@ impl Lock {
     }
 
     /// The lock's name.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("nightly-backup").dir(std::env::temp_dir().join("lockmacro-doc-name"));
+    /// assert_eq!(lock.name(), "nightly-backup");
+    /// ```
     pub fn name(&self) -> &str {
         &self.spec.name
     }
 
     /// The lock file's path.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-path");
+    /// let lock = Lock::new("nightly-backup").dir(&dir);
+    /// assert!(lock.path().starts_with(&dir));
+    /// let _guard = lock.try_acquire()?;
+    /// assert!(lock.path().is_file()); // the file that is locked
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn path(&self) -> &Path {
         &self.spec.path
     }
 
     /// Takes the lock if it is free, else fails at once with [`Error::Held`] naming the holder.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-try"));
+    /// let guard = lock.try_acquire()?;
+    /// let err = lock.try_acquire().unwrap_err(); // held: fails without waiting
+    /// assert_eq!(err.holder_pid(), Some(std::process::id()));
+    /// drop(guard);
+    /// let _guard = lock.try_acquire()?; // free again
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> Result<LockGuard, Error> {
         self.not_nested()?;
         self.acquire_with(Wait::Try)
@@ -318,6 +397,21 @@ impl Lock {
     ///
     /// Fails at once with [`Error::Nested`] when the current `#[exclusive]` call chain already
     /// holds this lock, since waiting would deadlock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-acquire"));
+    /// let guard = lock.acquire()?;
+    /// let other = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(50));
+    ///     drop(guard);
+    /// });
+    /// let _guard = lock.acquire()?; // blocks until the other thread releases it
+    /// # other.join().unwrap();
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn acquire(&self) -> Result<LockGuard, Error> {
         self.not_nested()?;
         self.acquire_with(Wait::Block)
@@ -333,6 +427,20 @@ impl Lock {
     /// that timed out may still briefly appear as the holder at that moment (another process's
     /// `try_acquire` can see it held), and a waiting helper, like any waiter, keeps the last
     /// shared `cleanup` holder from removing the file. Exclusion is never affected.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockmacro_runtime::{Error, Lock};
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-timeout");
+    /// let _held = Lock::new("report").dir(&dir).acquire()?;
+    /// let lock = Lock::new("report").dir(&dir); // contends exactly like another process
+    /// match lock.acquire_timeout(Duration::from_millis(50)) {
+    ///     Err(Error::Timeout { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+    ///     other => panic!("expected Timeout, got {other:?}"),
+    /// }
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, Error> {
         self.not_nested()?;
         self.acquire_with(deadline(timeout))
@@ -343,12 +451,49 @@ impl Lock {
     /// [`acquire_timeout`](Lock::acquire_timeout), whose notes apply); when another task of this
     /// process holds it, the task retries after a capped backoff on a shared timer thread.
     /// Dropping the future cancels the wait: no lock is kept and no descriptor leaks.
+    ///
+    /// The future is `Send`, so a multi-threaded executor can run it. (This example runs no
+    /// executor: it checks that, and that dropping an unpolled future takes nothing.)
+    ///
+    /// ```
+    /// use lockmacro_runtime::{Error, Lock};
+    ///
+    /// async fn rebuild(lock: &Lock) -> Result<(), Error> {
+    ///     let _guard = lock.acquire_async().await?; // the task waits, the thread does not
+    ///     Ok(()) // ... the work, then the guard is dropped
+    /// }
+    ///
+    /// fn spawnable<F: std::future::Future + Send>(_: F) {}
+    /// let lock = Lock::new("cache").dir(std::env::temp_dir().join("lockmacro-doc-async"));
+    /// spawnable(rebuild(&lock));
+    /// assert_eq!(lock.holder()?, None);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn acquire_async(&self) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
         Acquire::new(self, None, true)
     }
 
     /// Like [`acquire_async`](Lock::acquire_async), giving up with [`Error::Timeout`] after
     /// `timeout` (counted from the first poll).
+    ///
+    /// (This example runs no executor; it checks that the future is `Send`.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockmacro_runtime::{Error, Lock};
+    ///
+    /// async fn refresh(lock: &Lock) -> Result<bool, Error> {
+    ///     match lock.acquire_timeout_async(Duration::from_secs(5)).await {
+    ///         Ok(_guard) => Ok(true), // ... the work, holding the lock
+    ///         Err(Error::Timeout { .. }) => Ok(false), // still busy after 5 s: skip this time
+    ///         Err(e) => Err(e),
+    ///     }
+    /// }
+    ///
+    /// fn spawnable<F: std::future::Future + Send>(_: F) {}
+    /// let lock = Lock::new("cache").dir(std::env::temp_dir().join("lockmacro-doc-timeout-async"));
+    /// spawnable(refresh(&lock));
+    /// ```
     pub fn acquire_timeout_async(
         &self,
         timeout: Duration,
@@ -361,6 +506,19 @@ impl Lock {
     /// asked; elsewhere a non-blocking shared probe decides. For a shared lock this is the PID
     /// recorded by the most recent shared holder if it still holds the lock, else the lowest PID
     /// among the holders.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-holder");
+    /// let lock = Lock::new("report").dir(&dir);
+    /// assert_eq!(lock.holder()?, None);
+    /// let guard = Lock::new("report").dir(&dir).try_acquire()?;
+    /// assert_eq!(lock.holder()?, Some(std::process::id())); // asking does not take the lock
+    /// drop(guard);
+    /// assert_eq!(lock.holder()?, None);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn holder(&self) -> Result<Option<u32>, Error> {
         let spec = &self.spec;
         #[cfg(feature = "postgres")]
