@@ -1,12 +1,18 @@
 //! Lints and packaging facts that the other tests cannot see.
 //!
+//! - `expansion_is_clean_under_clippy_pedantic`: `#[exclusive]` on every shape of function, in
+//!   the fixture crate `tests/lint/` (lib, bins, tests), passes `cargo clippy` with warnings,
+//!   `clippy::all` and `clippy::pedantic` denied; and a negative control (the fixture's `control`
+//!   feature: a pedantic lint in an annotated function's own body) fails with exactly that lint,
+//!   so clippy is running, the deny level is active, and the expansion does not hide user code.
 //! - `rust_version_is_the_ci_toolchain`: the declared `rust-version` is not above the toolchain
 //!   running this test, so the MSRV is one CI builds with.
 //! - `runtime_pins_the_macro_to_the_workspace_version`: `lockmacro-runtime` depends on exactly
 //!   the `lockmacro` of the same release.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -98,4 +104,89 @@ fn runtime_pins_the_macro_to_the_workspace_version() {
         format!("={version}"),
         "lockmacro-runtime must pin lockmacro to exactly the workspace version: `{dep}`"
     );
+}
+
+/// `cargo clippy` on the fixture, all targets, warnings and pedantic denied on the command line
+/// too (the fixture also denies them itself).
+fn clippy(target: &Path, features: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("clippy")
+        .arg("--manifest-path")
+        .arg(root().join("tests/lint/Cargo.toml"))
+        .arg("--all-targets")
+        .args(features)
+        .args(["--", "-D", "warnings", "-D", "clippy::pedantic"])
+        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_TERM_COLOR", "never");
+    cmd.output().expect("run cargo clippy")
+}
+
+#[test]
+fn expansion_is_clean_under_clippy_pedantic() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = Command::new(&cargo)
+        .args(["clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        installed,
+        "`cargo clippy` is not available: this test needs clippy (`rustup component add clippy`)"
+    );
+    // Next to this package's own target directory: `<target>/lint`.
+    let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target directory")
+        .join("lint");
+
+    let start = Instant::now();
+    let clean = clippy(&target, &[]);
+    let stderr = String::from_utf8_lossy(&clean.stderr);
+    assert!(
+        clean.status.success(),
+        "cargo clippy on tests/lint failed: a lint in the fixture (or caused by the \
+         expansion):\n{stderr}"
+    );
+    eprintln!("clean run: {:.1} s", start.elapsed().as_secs_f64());
+
+    // Negative control: the same run with a pedantic lint in two annotated bodies (sync and
+    // async) must fail, with that lint and nothing else.
+    let start = Instant::now();
+    let control = clippy(&target, &["--features", "control"]);
+    let stderr = String::from_utf8_lossy(&control.stderr);
+    assert!(
+        !control.status.success(),
+        "the negative control passed: clippy is not running, or not at the pedantic level, or \
+         the expansion hides the function body from it:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut locations = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(message) = line.strip_prefix("error: ") else {
+            continue;
+        };
+        if message.starts_with("could not compile") {
+            continue;
+        }
+        assert_eq!(
+            message, "casting `u64` to `u32` may truncate the value",
+            "the negative control failed for another reason:\n{stderr}"
+        );
+        if let Some(at) = lines.get(i + 1).and_then(|l| l.trim().strip_prefix("--> ")) {
+            locations.push(at.to_owned());
+        }
+    }
+    locations.sort();
+    locations.dedup();
+    assert_eq!(
+        locations.len(),
+        2,
+        "expected clippy::cast_possible_truncation in both control functions, got \
+         {locations:?}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("clippy::cast_possible_truncation"),
+        "{stderr}"
+    );
+    eprintln!("control run: {:.1} s", start.elapsed().as_secs_f64());
 }
