@@ -4,7 +4,8 @@
 # each in a fresh target directory, alternating, 3 runs each; prints the medians and the ratio.
 # Usage: lockmacro-runtime/benches/build_cost.sh   (from anywhere; needs crates.io or a warm cache)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+# The crate directory, so that the script also works from the packaged crate.
+crate=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -15,7 +16,7 @@ name = "ours"
 version = "0.0.0"
 edition = "2021"
 [dependencies]
-lockmacro-runtime = { path = "$root/lockmacro-runtime" }
+lockmacro-runtime = { path = "$crate" }
 [workspace]
 TOML
 cat > "$work/ours/src/main.rs" <<'RS'

@@ -4,9 +4,6 @@
 //! `cargo bench -p lockmacro-runtime --bench uncontended` (add `-- --quick` for a fast look).
 //! Absolute times drift 15-20 % between runs on a shared machine; ratios within one run do not.
 
-// Benchmarks only: std's `File::lock` (a peer we measure) needs Rust 1.89, above the library's MSRV.
-#![allow(clippy::incompatible_msrv)]
-
 use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;

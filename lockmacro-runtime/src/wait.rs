@@ -52,7 +52,7 @@ pub(crate) fn wake_at(at: Instant, waker: Waker) {
         waker.wake();
         return;
     };
-    let earliest = queue.keys().next().map_or(true, |first| key < *first);
+    let earliest = queue.keys().next().is_none_or(|first| key < *first);
     queue.insert(key, waker);
     drop(queue);
     if earliest {
