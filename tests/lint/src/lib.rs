@@ -204,12 +204,8 @@ pub unsafe fn read(ptr: *const u32) -> u32 {
 }
 
 /// A body that starts with items and an inner attribute.
+// Leading items stay ahead of the inserted lock statement (was `items_after_statements`).
 #[exclusive(name = "lint-items-first", wait)]
-#[expect(
-    clippy::items_after_statements,
-    reason = "known expansion issue: the lock statement inserted before the body makes the \
-              body's leading items count as items after a statement; remove when fixed"
-)]
 #[must_use]
 pub fn items_first(n: u32) -> String {
     #![allow(clippy::min_ident_chars)]
@@ -222,11 +218,6 @@ pub fn items_first(n: u32) -> String {
 
 /// A body whose first statement is an item.
 #[exclusive(name = "lint-items-first", wait)]
-#[expect(
-    clippy::items_after_statements,
-    reason = "known expansion issue: the lock statement inserted before the body makes the \
-              body's leading items count as items after a statement; remove when fixed"
-)]
 #[must_use]
 pub fn item_first(n: u32) -> u32 {
     fn double(n: u32) -> u32 {
@@ -406,6 +397,14 @@ pub async fn control_truncate_async(x: u64) -> u32 {
     x as u32
 }
 
+/// A waiting notice asked for explicitly, and one switched off.
+#[exclusive(name = "lint-notice", timeout = "1s", notice = true, on_conflict = "panic")]
+pub fn noticed() {}
+
+/// See [`noticed`].
+#[exclusive(name = "lint-quiet", wait, notice = false)]
+pub fn quiet() {}
+
 #[cfg(test)]
 mod tests {
     use lockmacro_runtime::exclusive;
@@ -441,3 +440,4 @@ mod tests {
         assert_eq!(super::async_plain(2).await, 3);
     }
 }
+
