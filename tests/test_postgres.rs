@@ -394,3 +394,45 @@ fn an_unreachable_server_is_an_error_never_a_file_lock() {
         done.stderr
     );
 }
+
+/// The runtime API in one process: sessions exclude each other like processes do, the async
+/// forms work on any executor, and a cancelled async wait leaves nothing held.
+#[test]
+fn async_acquisition_timeout_and_cancellation_in_one_process() {
+    use std::future::Future as _;
+
+    use futures::executor::block_on;
+    use lockmacro_runtime::{Error, Lock};
+
+    let name = unique("async");
+    let lock = Lock::new(name.as_str()).postgres(url());
+    let guard = block_on(lock.acquire_async()).expect("acquire_async");
+    assert!(!guard.is_lost());
+    guard.check().expect("held");
+
+    let other = Lock::new(name.as_str()).postgres(url());
+    match other.try_acquire() {
+        Err(Error::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        x => panic!("expected Held, got {x:?}"),
+    }
+    match block_on(other.acquire_timeout_async(Duration::from_millis(200))) {
+        Err(Error::Timeout { .. }) => {}
+        x => panic!("expected Timeout, got {x:?}"),
+    }
+
+    // A waiter whose future is dropped while it waits: nothing may stay held by it.
+    {
+        let mut waiting = Box::pin(other.acquire_async());
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    }
+    guard.release().expect("release");
+    let again = Lock::new(name.as_str()).postgres(url());
+    let guard = again
+        .acquire_timeout(Duration::from_secs(10))
+        .expect("free again after the cancelled wait");
+    assert_eq!(again.holder().expect("holder"), Some(std::process::id()));
+    drop(guard);
+    assert_eq!(again.holder().expect("holder"), None);
+}

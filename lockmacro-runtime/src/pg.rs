@@ -34,25 +34,56 @@ use crate::guard::LockGuard;
 use crate::lock::{Lock, Spec};
 use crate::trace;
 
-/// The environment variable read for the server URL when none is given in code.
+/// The environment variable read for the server URL when none is given in code (by
+/// `backend = "postgres"` and [`Lock::postgres_from_env`]). Feature `postgres`.
+///
+/// ```
+/// assert_eq!(lockmacro_runtime::URL_ENV, "LOCKMACRO_POSTGRES_URL");
+/// ```
 pub const URL_ENV: &str = "LOCKMACRO_POSTGRES_URL";
 
 /// The exit status of a process whose PostgreSQL lock was lost under [`OnLost::Exit`]
-/// (`EX_TEMPFAIL`: the work was interrupted and may be retried).
+/// (`EX_TEMPFAIL`: the work was interrupted and may be retried). Feature `postgres`.
+///
+/// ```
+/// // A supervisor can tell "lost the lock, retry later" from a real failure:
+/// # let status: Option<i32> = Some(75);
+/// if status == Some(lockmacro_runtime::LOST_EXIT_CODE) { /* reschedule */ }
+/// ```
 pub const LOST_EXIT_CODE: i32 = 75;
 
-/// The default lease: how long the server waits on a silent holder before ending its session.
+/// The default lease: how long the server waits on a silent holder before ending its session
+/// (see [`Lock::lease`]). Feature `postgres`.
+///
+/// ```
+/// assert_eq!(lockmacro_runtime::DEFAULT_LEASE, std::time::Duration::from_secs(10));
+/// ```
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Prefix hashed with the name; a new version would change every key.
 const KEY_PREFIX: &str = "lockmacro-v1:";
 
-/// The SQL that computes the same key as [`key_for`], for operators looking at `pg_locks`.
+/// The SQL that computes the same key as [`key_for`] (exported as `postgres_key_for`), for
+/// operators looking at `pg_locks`; `$1` is the lock name. Feature `postgres`.
+///
+/// ```
+/// let sql = lockmacro_runtime::KEY_SQL.replace("$1", "'nightly-report'");
+/// assert!(sql.starts_with("SELECT ('x' || substr(encode(sha256("));
+/// ```
 pub const KEY_SQL: &str = "SELECT ('x' || substr(encode(sha256(convert_to('lockmacro-v1:' || \
                            $1, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint";
 
 /// What a holder does when its PostgreSQL lock is lost (connection broken, session ended,
-/// heartbeat unanswered for half a lease, or the lock no longer in `pg_locks`).
+/// heartbeat unanswered for half a lease, or the lock no longer in `pg_locks`). Feature
+/// `postgres`.
+///
+/// ```
+/// use lockmacro_runtime::{Lock, OnLost};
+///
+/// let lock = Lock::new("sync-job").postgres_from_env().on_lost(OnLost::Report);
+/// assert_eq!(OnLost::default(), OnLost::Exit);
+/// # drop(lock);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnLost {
@@ -66,7 +97,13 @@ pub enum OnLost {
 }
 
 /// The 64-bit advisory-lock key of a lock name: the first 8 bytes (big-endian) of
-/// SHA-256(`"lockmacro-v1:"` + name). [`KEY_SQL`] computes the same in SQL.
+/// SHA-256(`"lockmacro-v1:"` + name). [`KEY_SQL`] computes the same in SQL. Exported as
+/// `postgres_key_for`; feature `postgres`.
+///
+/// ```
+/// let key = lockmacro_runtime::postgres_key_for("nightly-report");
+/// assert_eq!(key, lockmacro_runtime::postgres_key_for("nightly-report")); // stable
+/// ```
 pub fn key_for(name: &str) -> i64 {
     let digest = Sha256::digest(format!("{KEY_PREFIX}{name}").as_bytes());
     let mut first = [0u8; 8];

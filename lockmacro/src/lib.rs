@@ -52,6 +52,10 @@ use proc_macro::TokenStream;
 /// | `on_conflict = "error" \| "exit" \| "panic"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). |
 /// | `exit_code = N` | The exit status for `"exit"` (0 to 255; default 1). |
 /// | `notice = true \| false` | With `wait` or `timeout`: print one line to stderr when the wait lasts more than about a second (`prog: waiting for lock `name` (held by pid N, path ...)`), once. Default: on for `main`, off elsewhere (see `Lock::wait_notice`). |
+/// | `backend = "file" \| "postgres"` | Where the lock lives. Default `"file"`. `"postgres"` (runtime feature `postgres`): a PostgreSQL session advisory lock, so hosts exclude each other; the server URL comes from `LOCKMACRO_POSTGRES_URL`. Not with `dir` or `cleanup`. |
+/// | `key = N` | PostgreSQL only: the advisory-lock key (`i64`) instead of the one derived from the name. |
+/// | `lease = "10s"` | PostgreSQL only: the lease (default 10 s). The server frees the lock of a holder silent this long; the holder declares the lock lost after half of it without an answered heartbeat. |
+/// | `on_lost = "exit" \| "cancel"` | PostgreSQL only: when the lock is lost, exit the process with status 75 (default), or, for an `async fn` returning `Result`, drop the body's future and return `Err(Error::Lost)` converted with `From`. |
 /// | `crate = "path"` | Where the runtime crate is, for re-exports and renamed dependencies, e.g. `crate = "my_tools::lockmacro_runtime"`. |
 ///
 /// # What happens when the lock is not obtained
