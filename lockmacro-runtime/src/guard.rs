@@ -126,6 +126,18 @@ impl LockGuard {
     /// `Err(Error::Lost { .. })` if the lock was lost while held (see
     /// [`is_lost`](LockGuard::is_lost)): call it before committing work that must only happen
     /// under the lock.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let guard = Lock::new("doc-check")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-check"))
+    ///     .try_acquire()?;
+    /// let batch = vec![1, 2, 3]; // work done under the lock...
+    /// guard.check()?; // ...committed only if the lock is still ours
+    /// # drop(batch);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
     pub fn check(&self) -> Result<(), Error> {
         match self.lost_reason() {
             Some(reason) => Err(self.lost_error(reason)),

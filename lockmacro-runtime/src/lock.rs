@@ -258,12 +258,8 @@ impl Lock {
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn postgres(mut self, url: impl Into<String>) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_mut();
-        pg.url = Some(url.into());
-        spec.set_pg(pg);
-        self
+    pub fn postgres(self, url: impl Into<String>) -> Lock {
+        self.with_pg(|pg| pg.url = Some(url.into()))
     }
 
     /// Like [`postgres`](Lock::postgres), with the URL read from `LOCKMACRO_POSTGRES_URL` when
@@ -277,12 +273,8 @@ impl Lock {
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn postgres_from_env(mut self) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_mut();
-        pg.url = None;
-        spec.set_pg(pg);
-        self
+    pub fn postgres_from_env(self) -> Lock {
+        self.with_pg(|pg| pg.url = None)
     }
 
     /// Uses this advisory-lock key instead of the one derived from the name
@@ -297,12 +289,8 @@ impl Lock {
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn postgres_key(mut self, key: i64) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_mut();
-        pg.key = key;
-        spec.set_pg(pg);
-        self
+    pub fn postgres_key(self, key: i64) -> Lock {
+        self.with_pg(|pg| pg.key = key)
     }
 
     /// The PostgreSQL lease (default [`DEFAULT_LEASE`](crate::DEFAULT_LEASE), 10 s): the
@@ -320,12 +308,8 @@ impl Lock {
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn lease(mut self, lease: Duration) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_mut();
-        pg.lease = lease.max(Duration::from_millis(1));
-        spec.set_pg(pg);
-        self
+    pub fn lease(self, lease: Duration) -> Lock {
+        self.with_pg(|pg| pg.lease = lease.max(Duration::from_millis(1)))
     }
 
     /// What a holder does when its PostgreSQL lock is lost: exit the process (the default) or
@@ -339,10 +323,16 @@ impl Lock {
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn on_lost(mut self, on_lost: crate::pg::OnLost) -> Lock {
+    pub fn on_lost(self, on_lost: crate::pg::OnLost) -> Lock {
+        self.with_pg(|pg| pg.on_lost = on_lost)
+    }
+
+    /// Makes this a PostgreSQL lock (if it is not yet) and changes its settings with `change`.
+    #[cfg(feature = "postgres")]
+    fn with_pg(mut self, change: impl FnOnce(&mut crate::pg::PgSpec)) -> Lock {
         let spec = Arc::make_mut(&mut self.spec);
         let mut pg = spec.pg_mut();
-        pg.on_lost = on_lost;
+        change(&mut pg);
         spec.set_pg(pg);
         self
     }

@@ -43,65 +43,45 @@ mod imp {
         }
     }
 
+    /// One event with the fields every event has, then the extra fields and the message.
+    macro_rules! lock_event {
+        ($level:ident, $spec:expr, $($rest:tt)+) => {
+            tracing::$level!(
+                target: TARGET,
+                lock = %$spec.name,
+                path = %$spec.path.display(),
+                mode = mode($spec),
+                pid = std::process::id(),
+                $($rest)+
+            )
+        };
+    }
+
     pub(crate) fn contended(spec: &Spec, holder: Option<u32>) {
-        tracing::info!(
-            target: TARGET,
-            lock = %spec.name,
-            path = %spec.path.display(),
-            mode = mode(spec),
-            pid = std::process::id(),
+        lock_event!(
+            info,
+            spec,
             holder_pid = holder.unwrap_or(0),
             "lock contended"
         );
     }
 
     pub(crate) fn acquired(spec: &Spec, since: Since) {
-        tracing::debug!(
-            target: TARGET,
-            lock = %spec.name,
-            path = %spec.path.display(),
-            mode = mode(spec),
-            pid = std::process::id(),
-            waited_us = since.micros(),
-            "lock acquired"
-        );
+        lock_event!(debug, spec, waited_us = since.micros(), "lock acquired");
     }
 
     pub(crate) fn released(spec: &Spec, since: Since) {
-        tracing::debug!(
-            target: TARGET,
-            lock = %spec.name,
-            path = %spec.path.display(),
-            mode = mode(spec),
-            pid = std::process::id(),
-            held_us = since.micros(),
-            "lock released"
-        );
+        lock_event!(debug, spec, held_us = since.micros(), "lock released");
     }
 
     pub(crate) fn timed_out(spec: &Spec, timeout: Duration, holder: Option<u32>) {
-        tracing::warn!(
-            target: TARGET,
-            lock = %spec.name,
-            path = %spec.path.display(),
-            mode = mode(spec),
-            pid = std::process::id(),
-            timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            holder_pid = holder.unwrap_or(0),
-            "lock wait timed out"
-        );
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let holder_pid = holder.unwrap_or(0);
+        lock_event!(warn, spec, timeout_ms, holder_pid, "lock wait timed out");
     }
 
     pub(crate) fn lost(spec: &Spec, reason: &str) {
-        tracing::error!(
-            target: TARGET,
-            lock = %spec.name,
-            path = %spec.path.display(),
-            mode = mode(spec),
-            pid = std::process::id(),
-            reason,
-            "lock lost"
-        );
+        lock_event!(error, spec, reason, "lock lost");
     }
 
     /// Whether a `contended` event is worth its cost (finding the holder reads the lock table).
