@@ -83,7 +83,7 @@ impl Spec {
     }
 
     #[cfg(feature = "postgres")]
-    fn pg_mut(&mut self) -> crate::pg::PgSpec {
+    fn pg_or_default(&self) -> crate::pg::PgSpec {
         self.pg
             .clone()
             .unwrap_or_else(|| crate::pg::PgSpec::new(None, &self.name))
@@ -331,7 +331,7 @@ impl Lock {
     #[cfg(feature = "postgres")]
     fn with_pg(mut self, change: impl FnOnce(&mut crate::pg::PgSpec)) -> Lock {
         let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_mut();
+        let mut pg = spec.pg_or_default();
         change(&mut pg);
         spec.set_pg(pg);
         self
@@ -495,7 +495,8 @@ impl Lock {
     /// in the file by a crashed holder is never reported: on Linux the kernel's lock table is
     /// asked; elsewhere a non-blocking shared probe decides. For a shared lock this is the PID
     /// recorded by the most recent shared holder if it still holds the lock, else the lowest PID
-    /// among the holders.
+    /// among the holders. For a PostgreSQL lock, the server is asked; a holder on another host
+    /// has no PID here and is reported as `None` too.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;

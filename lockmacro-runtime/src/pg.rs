@@ -222,44 +222,43 @@ impl Hold {
 
 /// Takes the lock, blocking the calling thread (never an executor's: this is the sync path).
 pub(crate) fn acquire(lock: &Lock, pg: &PgSpec, wait: PgWait) -> Result<LockGuard, Error> {
-    block_on(start(lock, pg, wait))
+    block_on(acquire_async(lock, pg, wait))
 }
 
-/// The async path: the session thread does the waiting, the future only waits for its answer.
-/// Dropping the future cancels the session (and with it any lock it got).
+/// The session thread does the connecting and the waiting; the future only waits for its
+/// answer. Dropping the future cancels the session (and with it any lock it got).
 pub(crate) fn acquire_async(
     lock: &Lock,
     pg: &PgSpec,
     wait: PgWait,
 ) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
-    start(lock, pg, wait)
-}
-
-fn start(
-    lock: &Lock,
-    pg: &PgSpec,
-    wait: PgWait,
-) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
     let (reply, answer) = oneshot::channel();
-    let session = Session {
-        lock: lock.clone(),
-        pg: pg.clone(),
-    };
-    let spawned = std::thread::Builder::new()
-        .name("lockmacro-pg".into())
-        .spawn(move || session.run(wait, reply));
+    let session = Session::new(lock, pg);
+    let spawned = spawn(lock, session.session(wait, reply));
     let lock = lock.clone();
     async move {
-        if let Err(e) = spawned {
-            return Err(lock.spec().io_error("start a session thread for", e));
-        }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(lock
-                .spec()
-                .io_error("hold", io::Error::other("the session thread ended"))),
-        }
+        spawned?;
+        answer.await.unwrap_or_else(|_| Err(thread_ended(&lock)))
     }
+}
+
+/// Runs `work` on a new thread with its own current-thread runtime.
+fn spawn(lock: &Lock, work: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let spec = lock.spec();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| spec.io_error("start a runtime for", e))?;
+    std::thread::Builder::new()
+        .name("lockmacro-pg".into())
+        .spawn(move || runtime.block_on(work))
+        .map(drop)
+        .map_err(|e| spec.io_error("start a session thread for", e))
+}
+
+fn thread_ended(lock: &Lock) -> Error {
+    lock.spec()
+        .io_error("hold", io::Error::other("the session thread ended"))
 }
 
 struct Session {
@@ -272,15 +271,10 @@ type Reply = oneshot::Sender<Result<LockGuard, Error>>;
 type Connection = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
 impl Session {
-    fn run(self, wait: PgWait, reply: Reply) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        match runtime {
-            Ok(rt) => rt.block_on(self.session(wait, reply)),
-            Err(e) => {
-                let _ = reply.send(Err(self.error("start a runtime for", e)));
-            }
+    fn new(lock: &Lock, pg: &PgSpec) -> Session {
+        Session {
+            lock: lock.clone(),
+            pg: pg.clone(),
         }
     }
 
@@ -542,20 +536,18 @@ impl Session {
             // The server cannot end the session before `sent + lease`; we give up at half that.
             let give_up = sent + lease / 2;
             let next = (Instant::now() + every).min(give_up);
-            tokio::select! {
+            let heartbeat = async {
+                tokio::time::sleep_until(next.into()).await;
+                let beat = Instant::now();
+                let answer = tokio::time::timeout_at(give_up.into(), self.visible(client)).await;
+                (beat, answer)
+            };
+            let (beat, answer) = tokio::select! {
                 _ = &mut release => return None,
                 end = &mut *connection => {
                     return Some(format!("the connection ended: {}", ended(end)));
                 }
-                () = tokio::time::sleep_until(next.into()) => {}
-            }
-            let beat = Instant::now();
-            let answer = tokio::select! {
-                _ = &mut release => return None,
-                end = &mut *connection => {
-                    return Some(format!("the connection ended: {}", ended(end)));
-                }
-                a = tokio::time::timeout_at(give_up.into(), self.visible(client)) => a,
+                done = heartbeat => done,
             };
             match answer {
                 Ok(Ok(true)) => sent = beat,
@@ -576,18 +568,16 @@ impl Session {
 
     fn lost(&self, hold: &Hold, reason: String) {
         trace::lost(self.spec(), &reason);
-        let err = Error::Lost {
-            name: self.spec().name.clone(),
-            path: self.spec().path.to_path_buf(),
-            reason,
-        };
         if self.pg.on_lost == OnLost::Exit {
+            let err = Error::Lost {
+                name: self.spec().name.clone(),
+                path: self.spec().path.to_path_buf(),
+                reason,
+            };
             eprintln!("{}: {}", program_name(), one_line(&err));
             std::process::exit(LOST_EXIT_CODE);
         }
-        if let Error::Lost { reason, .. } = err {
-            hold.set_lost(reason);
-        }
+        hold.set_lost(reason);
     }
 }
 
@@ -650,45 +640,16 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 /// The PID of this lock's holder on this host, asked from the server (for `Lock::holder`).
 pub(crate) fn holder(lock: &Lock, pg: &PgSpec) -> Result<Option<u32>, Error> {
-    let session = Session {
-        lock: lock.clone(),
-        pg: pg.clone(),
-    };
+    let session = Session::new(lock, pg);
     let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("lockmacro-pg".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let out = match rt {
-                Ok(rt) => rt.block_on(async {
-                    let (client, _connection) = session.connect().await?;
-                    let held: bool = session
-                        .timely(client.query_one(
-                            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-                             AND granted AND objsubid = 1 \
-                             AND ((classid::bigint << 32) | objid::bigint) = $1)",
-                            &[&session.pg.key],
-                        ))
-                        .await?
-                        .get(0);
-                    Ok(if held {
-                        session.holder(&client).await
-                    } else {
-                        None
-                    })
-                }),
-                Err(e) => Err(session.error("start a runtime for", e)),
-            };
-            let _ = tx.send(out);
-        })
-        .map_err(|e| lock.spec().io_error("start a session thread for", e))?;
-    block_on(rx).unwrap_or_else(|_| {
-        Err(lock
-            .spec()
-            .io_error("ask about", io::Error::other("the session thread ended")))
-    })
+    spawn(lock, async move {
+        let asked = match session.connect().await {
+            Ok((client, _connection)) => Ok(session.holder(&client).await),
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(asked);
+    })?;
+    block_on(rx).unwrap_or_else(|_| Err(thread_ended(lock)))
 }
 
 #[cfg(test)]
