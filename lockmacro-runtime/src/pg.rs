@@ -209,7 +209,10 @@ impl Hold {
     pub(crate) fn release(&self, lease: Duration) {
         let (release, released) = {
             let mut state = self.state();
-            (state.release.take(), state.released.take())
+            // A lost lock has nothing left to confirm: never wait (perhaps on an executor
+            // thread) for a session that is already ending.
+            let released = state.released.take().filter(|_| state.lost.is_none());
+            (state.release.take(), released)
         };
         if let Some(release) = release {
             let _ = release.send(());

@@ -105,7 +105,7 @@ impl Plan {
         if args.shared.is_some() {
             builder.extend(quote!(.shared()));
         }
-        let (backend, cancel_on_lost) = postgres(&args, info, &krate)?;
+        let backend = postgres(&args, info, &krate)?;
         builder.extend(backend.builder);
         let waits = args.wait.is_some() || args.timeout.is_some();
         match args.notice {
@@ -133,7 +133,7 @@ impl Plan {
             mode,
             policy,
             exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
-            cancel_on_lost,
+            cancel_on_lost: backend.cancel_on_lost,
             postgres: backend.postgres,
             ret_span: info.ret_span,
         })
@@ -165,12 +165,14 @@ impl Plan {
 struct Backend {
     builder: TokenStream,
     postgres: bool,
+    cancel_on_lost: bool,
 }
 
-fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<(Backend, bool)> {
+fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backend> {
     let mut backend = Backend {
         builder: TokenStream::new(),
         postgres: false,
+        cancel_on_lost: false,
     };
     let Some(_) = args.postgres else {
         let only_pg = [
@@ -184,7 +186,7 @@ fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<(Bac
                 format!("`{what}` applies to `backend = \"postgres\"` locks only"),
             ));
         }
-        return Ok((backend, false));
+        return Ok(backend);
     };
     let file_only = [
         ("dir", args.dir.as_ref().map(LitStr::span)),
@@ -206,7 +208,7 @@ fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<(Bac
             .builder
             .extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
     }
-    let cancel = match &args.on_lost {
+    backend.cancel_on_lost = match &args.on_lost {
         Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
             return Err(syn::Error::new(
                 lit.span(),
@@ -222,7 +224,7 @@ fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<(Bac
         }
         _ => false,
     };
-    Ok((backend, cancel))
+    Ok(backend)
 }
 
 fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
