@@ -7,6 +7,7 @@
 //! `Error` variant and message) and by a real `#[exclusive] fn main` (`lm-attack main`, which
 //! must print exactly one line on stderr and exit non-zero).
 
+mod common;
 mod common_rel;
 
 use std::fs;

@@ -5,6 +5,7 @@
 //! Alone in its test binary on purpose: other tests running in the same process would open
 //! descriptors and start threads of their own.
 
+mod common;
 mod common_rel;
 
 use std::future::Future;

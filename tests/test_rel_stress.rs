@@ -6,6 +6,7 @@
 //! The same load with the protocol broken on purpose (the runtime's `test-hooks` switches) must
 //! be caught, which proves the detectors can see a broken lock at all.
 
+mod common;
 mod common_rel;
 
 use std::fs;

@@ -8,6 +8,7 @@
 //! `test_rel_hostile.rs` (hostile directories, environment, network filesystems),
 //! `test_rel_names.rs` (names to paths), `test_rel_leaks.rs` (descriptors and threads).
 
+mod common;
 mod common_rel;
 
 use std::path::Path;
@@ -41,7 +42,7 @@ fn crash(how: &str) -> ExitStatus {
     assert_eq!(pid, child.id());
     assert_held_by(&lock, pid);
     if how == "kill" {
-        child.kill();
+        child.send_kill();
     }
     let done = child.finish();
     // The dead holder's PID is still in the file: decimal text and a newline at offset 0.

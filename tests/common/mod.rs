@@ -89,9 +89,14 @@ impl Proc {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let mut child = Command::new(program)
-            .args(&args)
-            .env("LOCKMACRO_DIR", lock_dir)
+        let mut cmd = Command::new(program);
+        cmd.args(&args).env("LOCKMACRO_DIR", lock_dir);
+        Proc::start(label, cmd)
+    }
+
+    /// Starts any command with piped stdio; `label` names it in failures.
+    pub fn start(label: String, mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -142,6 +147,20 @@ impl Proc {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The next line on the child's stdout, waiting at most [`PATIENCE`].
+    pub fn next_line(&mut self) -> String {
+        self.next_line_within(PATIENCE)
+    }
+
+    /// The next line, which must be `word <pid>`; returns the PID.
+    pub fn expect_pid(&mut self, word: &str) -> u32 {
+        let line = self.expect(word);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| self.fail(&format!("no pid in {line:?}")))
     }
 
     /// The next line on the child's stdout, waiting at most `patience`.
@@ -226,6 +245,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("wait for `{}`: {e}", self.label));
         let stderr = self.take_stderr();
         Finished {
+            label: self.label.clone(),
             status,
             stdout: rest,
             stderr,
@@ -244,6 +264,13 @@ impl Proc {
             done.stderr
         );
         done
+    }
+
+    /// Sends SIGKILL now; [`Proc::finish`] (or drop) reaps the child.
+    pub fn send_kill(&mut self) {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("kill `{}`: {e}", self.label));
     }
 
     /// Kills the child with SIGKILL (on Unix) and reaps it.
@@ -323,7 +350,27 @@ impl Drop for Proc {
 /// A child's end: exit status, stdout lines not read before, and all of stderr.
 #[derive(Debug)]
 pub struct Finished {
+    pub label: String,
     pub status: ExitStatus,
     pub stdout: Vec<String>,
     pub stderr: String,
+}
+
+impl Finished {
+    /// The one line starting with `word` (for example `error`).
+    pub fn line(&self, word: &str) -> &str {
+        self.stdout
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(word))
+            .unwrap_or_else(|| panic!("no `{word}` line from `{}`: {self:#?}", self.label))
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    #[cfg(unix)]
+    pub fn signal(&self) -> Option<i32> {
+        std::os::unix::process::ExitStatusExt::signal(&self.status)
+    }
 }

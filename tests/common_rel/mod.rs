@@ -1,7 +1,7 @@
 //! Shared by the reliability tests (`tests/test_reliability.rs`, `tests/test_rel_*.rs`): the
 //! `lm-attack` child (`tests/bin/attack.rs`), optionally run as user `nobody` through
-//! `setpriv`, always killed and reaped when dropped; line-by-line reading of its stdout with a
-//! deadline; and directories a `nobody` child can use.
+//! `setpriv`, run as a `common::Proc` (killed and reaped when dropped, stdout read line by line
+//! with a deadline); and directories a `nobody` child can use.
 //!
 //! Children report events as lines on stdout; the test waits for the line, never for a while.
 //! A deadline only turns a hang into a failure that shows the child's stderr.
@@ -9,18 +9,12 @@
 #![allow(dead_code)] // Each test crate uses its own subset.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-/// How long any single expected event may take before the test fails. Generous on purpose:
-/// only a hang should ever reach it, even on a loaded two-core machine.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use crate::common::{Finished, Proc};
 
 pub const ATTACK: &str = env!("CARGO_BIN_EXE_lm-attack");
 
@@ -117,188 +111,6 @@ impl Spec {
     /// Spawns the child, closes its stdin at once and waits for it to exit.
     pub fn run(&self) -> Finished {
         self.spawn().finish()
-    }
-}
-
-/// A child process with piped stdio that is killed and reaped when dropped, so a failing
-/// assertion never leaves a lock holder behind.
-pub struct Proc {
-    label: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Proc {
-    /// Starts any command with piped stdio (the `lm-attack` children go through [`Spec`]).
-    pub fn start(label: String, mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn `{label}`: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Ends at EOF (the child exited) or when the test stopped listening.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Proc {
-            label,
-            child,
-            stdin,
-            lines,
-            stderr: Some(stderr),
-        }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next line on the child's stdout, waiting at most [`PATIENCE`].
-    pub fn next_line(&mut self) -> String {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => {
-                self.fail(&format!("no output line within {PATIENCE:?}"))
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.fail("stdout closed while a line was expected")
-            }
-        }
-    }
-
-    /// The next line on the child's stdout, which must start with the word `word`.
-    pub fn expect(&mut self, word: &str) -> String {
-        let line = self.next_line();
-        if line.split_whitespace().next() != Some(word) {
-            self.fail(&format!("expected a `{word}` line, got {line:?}"));
-        }
-        line
-    }
-
-    /// The next line, which must be `word <pid>`; returns the PID.
-    pub fn expect_pid(&mut self, word: &str) -> u32 {
-        let line = self.expect(word);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| self.fail(&format!("no pid in {line:?}")))
-    }
-
-    /// Writes one line to the child's stdin.
-    pub fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin already closed");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("write to `{}`: {e}", self.label));
-    }
-
-    /// Closes the child's stdin: the signal for a holder to release.
-    pub fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-
-    /// Sends SIGKILL now (the child is reaped by [`Proc::finish`] or on drop).
-    pub fn kill(&mut self) {
-        self.child
-            .kill()
-            .unwrap_or_else(|e| panic!("kill `{}`: {e}", self.label));
-    }
-
-    /// Closes stdin and waits (at most [`PATIENCE`]) for the child to exit. Returns its status,
-    /// its remaining stdout lines and its whole stderr.
-    pub fn finish(mut self) -> Finished {
-        self.close_stdin();
-        let deadline = Instant::now() + PATIENCE;
-        let mut rest = Vec::new();
-        // The child's stdout reaches EOF when it exits: no polling of its status needed.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => rest.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
-                    "did not exit within {PATIENCE:?}; printed {rest:?}"
-                )),
-            }
-        }
-        let status = self
-            .child
-            .wait()
-            .unwrap_or_else(|e| panic!("wait for `{}`: {e}", self.label));
-        let stderr = self.take_stderr();
-        Finished {
-            label: self.label.clone(),
-            status,
-            stdout: rest,
-            stderr,
-        }
-    }
-
-    fn take_stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// Fails the test with the child's stderr; the child is killed by `Drop`.
-    fn fail(&mut self, what: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self.take_stderr();
-        panic!("`{}`: {what}\n--- its stderr ---\n{stderr}", self.label)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A child that has exited.
-#[derive(Debug)]
-pub struct Finished {
-    pub label: String,
-    pub status: ExitStatus,
-    /// The stdout lines not consumed before [`Proc::finish`].
-    pub stdout: Vec<String>,
-    pub stderr: String,
-}
-
-impl Finished {
-    /// The one line starting with `word` (for example `error`).
-    pub fn line(&self, word: &str) -> &str {
-        self.stdout
-            .iter()
-            .find(|l| l.split_whitespace().next() == Some(word))
-            .unwrap_or_else(|| panic!("no `{word}` line from `{}`: {self:#?}", self.label))
-    }
-
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    pub fn signal(&self) -> Option<i32> {
-        self.status.signal()
     }
 }
 
