@@ -11,8 +11,12 @@
 //!   Readers use `#[exclusive(shared, wait)]` and writers `#[exclusive(wait)]`; with `--cleanup`
 //!   both use the runtime API with `cleanup`, so the lock file is deleted and re-created all the
 //!   time.
+#[path = "protocol.rs"]
+mod protocol;
+
+use protocol::say;
 use std::fs;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -55,12 +59,6 @@ fn usage() -> ExitCode {
          lm-async stress reader|writer <name> <iterations> <markers dir> [--cleanup]"
     );
     ExitCode::from(2)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn hold(name: &str, shared: bool, cleanup: bool) -> ExitCode {

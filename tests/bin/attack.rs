@@ -52,6 +52,10 @@
 //! `error <Variant> holder=<pid|-> path=<path> msg=<message: causes>` and exits with 1.
 //! Exit status 2 means a usage or unexpected error (details on stderr).
 
+#[path = "protocol.rs"]
+mod protocol;
+
+use protocol::say;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -115,14 +119,6 @@ fn usage(message: &str) -> ExitCode {
 }
 
 type Outcome = Result<ExitCode, String>;
-
-/// Prints one protocol line and flushes it at once: the test is waiting for it.
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    // A test that went away cannot read us anyway; nothing better to do with the error.
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
 
 /// Blocks until the test closes our stdin.
 fn wait_for_eof() {

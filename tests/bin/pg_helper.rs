@@ -16,8 +16,12 @@
 //! - `attr-cancel`: an `async fn` with `on_lost = "cancel"` (lease 5 s): prints `locked`, then
 //!   waits forever; when the lock is lost it returns `Err(Error::Lost)`: `cancelled <error>`.
 
+#[path = "protocol.rs"]
+mod protocol;
+
+use protocol::say;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -32,12 +36,6 @@ fn now_ns() -> u128 {
     // SAFETY: `ts` is a valid timespec to write to.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     u128::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn wait_for_eof() {
