@@ -84,35 +84,221 @@ fn require_regular(file: File) -> io::Result<File> {
     }
 }
 
-/// After locking: checks that `path` still names the open `file` (same device and inode, not
-/// unlinked) and, if so, records our PID in it; `Ok(false)` if the file is stale. A waiter that
-/// was blocked on a file which a `cleanup` holder then unlinked wakes up holding a lock on a dead
-/// inode; this check sends it round again. The PID is written first and the length set after,
-/// so the file never passes through an empty state (which would force a flush on ext4).
-pub(crate) fn stamp(file: &File, path: &Path, check_identity: bool, pid: u32) -> io::Result<bool> {
-    let open = file.metadata()?;
-    if check_identity && !names(&open, path)? {
-        return Ok(false);
+/// What a status call says about the open lock file: which file it is, how many names it has,
+/// its length and its modification and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    dev: u64,
+    ino: u64,
+    nlink: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Seen {
+    /// `fstat` of the open file.
+    #[cfg(unix)]
+    // The field types differ between platforms; some of these casts are no-ops on this one.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(file: &File) -> io::Result<Seen> {
+        let st = rustix::fs::fstat(file)?;
+        Ok(Seen {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            len: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        })
     }
+
+    /// Windows (untested): std exposes no file identity or link count.
+    #[cfg(not(unix))]
+    fn of(file: &File) -> io::Result<Seen> {
+        Ok(Seen {
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            len: file.metadata()?.len(),
+            mtime: (0, 0),
+            ctime: (0, 0),
+        })
+    }
+
+    /// True if `path` still names this file: it has not been unlinked, and a no-follow `stat` of
+    /// the path finds the same device and inode.
+    #[cfg(unix)]
+    #[allow(clippy::unnecessary_cast)]
+    fn named_by(&self, path: &Path) -> io::Result<bool> {
+        use rustix::fs::{statat, AtFlags, CWD};
+        if self.nlink == 0 {
+            return Ok(false);
+        }
+        match statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(st.st_dev as u64 == self.dev && st.st_ino as u64 == self.ino),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Windows (untested): we can only see that the path exists.
+    #[cfg(not(unix))]
+    fn named_by(&self, path: &Path) -> io::Result<bool> {
+        Ok(path.exists())
+    }
+
+    /// True if, seen earlier as `before`, the file can only have been written since: the same
+    /// file with the same link count, and either no change at all or a last change that set the
+    /// modification time too. A rename, link or unlink moves the change time alone.
+    fn only_written_since(&self, before: &Seen) -> bool {
+        (self.dev, self.ino, self.nlink) == (before.dev, before.ino, before.nlink)
+            && (self.ctime == before.ctime || self.mtime == self.ctime)
+    }
+}
+
+/// What the previous acquisition through a cached descriptor established, to spare the next one
+/// the path lookup (a no-follow `stat`, the costliest step of a repeated acquisition) and the
+/// PID read.
+///
+/// The path lookup is skipped for up to [`FRESH`] after the last one if, since then, the file
+/// has at most been written. Unlinking, replacing, renaming or linking the file changes its link
+/// count or moves its change time without its modification time, so these are caught at once.
+/// Only holders write to the file, right after their own check of the path. Left unseen by
+/// `fstat` are a rename of a *directory above* the file, and a rename of the file in the instant
+/// between a holder's check and its write; the next lookup, at most [`FRESH`] later, catches
+/// them. (A third party that renames lock files while they are held defeats any file lock.)
+///
+/// The PID read is skipped when the file is exactly as seen when it last held our PID. Change
+/// times come from the kernel's coarse clock, so two changes within one tick can carry the same
+/// time; `ours` is therefore only set once that clock has moved past the file's change time,
+/// after which every change carries a later time.
+///
+/// Linux only, on local filesystems (see [`Memo::new`]); elsewhere every acquisition makes the
+/// full check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Memo {
+    seen: Seen,
+    /// CLOCK_MONOTONIC_COARSE at the last path lookup.
+    looked_up: std::time::Duration,
+    /// At `seen`, the file held our PID.
+    ours: bool,
+}
+
+/// How long a path lookup vouches for a file that has at most been written since; see [`Memo`].
+pub(crate) const FRESH: std::time::Duration = std::time::Duration::from_millis(10);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod clock {
+    use rustix::time::{clock_gettime, ClockId};
+
+    /// CLOCK_MONOTONIC_COARSE, read through the vDSO (no system call).
+    pub(super) fn monotonic() -> std::time::Duration {
+        let now = clock_gettime(ClockId::MonotonicCoarse);
+        std::time::Duration::new(
+            u64::try_from(now.tv_sec).unwrap_or(0),
+            u32::try_from(now.tv_nsec).unwrap_or(0),
+        )
+    }
+
+    /// True once the kernel's coarse clock, which file times come from, has passed `time`.
+    pub(super) fn passed(time: (i64, i64)) -> bool {
+        let now = clock_gettime(ClockId::RealtimeCoarse);
+        time < (now.tv_sec, now.tv_nsec)
+    }
+}
+
+impl Memo {
+    /// `local`: the lock directory is on a local filesystem, where `fstat` is authoritative
+    /// (a network filesystem may answer from a cache).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn new(seen: Seen, looked_up: Option<std::time::Duration>, ours: bool) -> Memo {
+        Memo {
+            seen,
+            looked_up: looked_up.unwrap_or_else(clock::monotonic),
+            ours: ours && clock::passed(seen.ctime),
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn fresh(&self) -> bool {
+        clock::monotonic().saturating_sub(self.looked_up) < FRESH
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn new(seen: Seen, _looked_up: Option<std::time::Duration>, _ours: bool) -> Memo {
+        Memo {
+            seen,
+            looked_up: std::time::Duration::ZERO,
+            ours: false,
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn fresh(&self) -> bool {
+        false
+    }
+}
+
+/// The outcome of [`stamp`].
+#[derive(Debug)]
+pub(crate) enum Stamped {
+    /// The path no longer names the file we locked.
+    Stale,
+    /// Ours, with our PID recorded; what to remember for the next acquisition.
+    Held(Option<Memo>),
+}
+
+/// After locking: checks that `path` still names the open `file` (same device and inode, not
+/// unlinked) and, if so, records our PID in it. A waiter that was blocked on a file which a
+/// `cleanup` holder then unlinked wakes up holding a lock on a dead inode; this check sends it
+/// round again. `memo` is what the previous acquisition through this descriptor established, if
+/// it may be used (see [`Memo`]). The PID is written first and the length set after, so the file
+/// never passes through an empty state (which would force a flush on ext4).
+pub(crate) fn stamp(
+    file: &File,
+    path: &Path,
+    check_identity: bool,
+    pid: u32,
+    memo: Option<Memo>,
+) -> io::Result<Stamped> {
+    let seen = Seen::of(file)?;
+    let vouched = memo.filter(|memo| memo.fresh() && seen.only_written_since(&memo.seen));
+    let looked_up = match vouched {
+        Some(memo) => {
+            crate::hooks::vouched();
+            Some(memo.looked_up)
+        }
+        None if check_identity && !seen.named_by(path)? => return Ok(Stamped::Stale),
+        None => None,
+    };
     let mut buf = [0u8; 11];
     let text = pid_line(pid, &mut buf);
     let len = PID_OFFSET + text.len() as u64;
-    // Re-acquiring in the same process finds its own PID there: reading it back is cheaper than
-    // rewriting it, which on ext4 journals an mtime update every time.
+    let ours = match memo {
+        // Untouched since it held our PID.
+        Some(memo) if memo.ours && memo.seen == seen => true,
+        // Changed since it held our PID: another holder wrote theirs.
+        Some(memo) if memo.ours => false,
+        // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
+        _ => seen.len == len && contains(file, text),
+    };
+    if !ours {
+        // The PID is information, never authority: failing to record it (a full disk, a
+        // quota) must not fail the lock, which we hold.
+        // Only a longer previous PID needs cutting; a fresh (empty) file already has the length.
+        if write_at(file, text, PID_OFFSET).is_ok() && seen.len > len {
+            let _ = file.set_len(len);
+        }
+    }
+    Ok(Stamped::Held(Some(Memo::new(seen, looked_up, ours))))
+}
+
+/// True if the file holds `text` at the PID's offset.
+fn contains(file: &File, text: &[u8]) -> bool {
     let mut current = [0u8; 11];
-    if open.len() == len
-        && read_at(file, &mut current[..text.len()], PID_OFFSET).ok() == Some(text.len())
-        && current[..text.len()] == *text
-    {
-        return Ok(true);
-    }
-    // The PID is information, never authority: failing to record it (a full disk, a quota)
-    // must not fail the lock, which we hold.
-    // Only a longer previous PID needs cutting; a fresh (empty) file already has the length.
-    if write_at(file, text, PID_OFFSET).is_ok() && open.len() > len {
-        let _ = file.set_len(len);
-    }
-    Ok(true)
+    let current = &mut current[..text.len()];
+    read_at(file, current, PID_OFFSET).ok() == Some(text.len()) && current == text
 }
 
 /// `pid` as decimal text and a newline, without allocating (this is on every acquisition).
@@ -131,40 +317,12 @@ fn pid_line(mut pid: u32, buf: &mut [u8; 11]) -> &[u8] {
 
 /// False once `file` has been unlinked (Unix; elsewhere always true).
 pub(crate) fn linked(file: &File) -> io::Result<bool> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Ok(file.metadata()?.nlink() > 0)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = file;
-        Ok(true)
-    }
+    Ok(Seen::of(file)?.nlink > 0)
 }
 
 /// True if `path` still names the open `file`; see [`stamp`].
 pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
-    names(&file.metadata()?, path)
-}
-
-#[cfg(unix)]
-fn names(open: &std::fs::Metadata, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    if open.nlink() == 0 {
-        return Ok(false);
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Windows (untested): std exposes no file identity; we can only see that the path exists.
-#[cfg(not(unix))]
-fn names(_open: &std::fs::Metadata, path: &Path) -> io::Result<bool> {
-    Ok(path.exists())
+    Seen::of(file)?.named_by(path)
 }
 
 /// Takes the kernel lock on `file`, blocking until it is free; `EINTR` is retried, never

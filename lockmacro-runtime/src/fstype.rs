@@ -38,6 +38,11 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
     })
 }
 
+/// True if `dir` is on a network filesystem (known on Linux only).
+pub(crate) fn is_network(dir: &Path) -> bool {
+    network_kind(dir).is_some()
+}
+
 /// The network filesystem `dir` is on, if any (known on Linux only; elsewhere `None`).
 fn network_kind(dir: &Path) -> Option<&'static str> {
     let magic = match crate::hooks::fs_magic() {

@@ -5,10 +5,27 @@
 //! - `LOCKMACRO_TEST_BREAK=unlock-before-unlink`: `cleanup` releases, then unlinks.
 //! - `LOCKMACRO_TEST_BREAK=no-identity-check`: acquirers skip the device/inode re-check.
 //! - `LOCKMACRO_TEST_FS_MAGIC=0x6969`: pretend the lock directory has this `statfs` type.
+//!
+//! It also counts the acquisitions that skipped the path lookup on a memo (`file::Memo`), so
+//! that the tests of that fast path can show they exercised it.
 
 #[cfg(feature = "test-hooks")]
 mod imp {
+    use std::cell::Cell;
     use std::sync::OnceLock;
+
+    thread_local! {
+        // Per thread, so that tests running in parallel do not count each other's.
+        static VOUCHED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn vouched() {
+        VOUCHED.with(|n| n.set(n.get() + 1));
+    }
+
+    pub(crate) fn vouched_count() -> u64 {
+        VOUCHED.with(Cell::get)
+    }
 
     pub(crate) fn broken(what: &str) -> bool {
         static BREAK: OnceLock<Option<String>> = OnceLock::new();
@@ -35,6 +52,11 @@ mod imp {
     pub(crate) fn fs_magic() -> Option<u64> {
         None
     }
+
+    #[inline(always)]
+    pub(crate) fn vouched() {}
 }
 
-pub(crate) use imp::{broken, fs_magic};
+#[cfg(feature = "test-hooks")]
+pub(crate) use imp::vouched_count;
+pub(crate) use imp::{broken, fs_magic, vouched};

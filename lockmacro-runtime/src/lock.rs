@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::file::Stamped;
 use crate::guard::LockGuard;
 use crate::notice::Notice;
 use crate::slot::{Admission, Patience, Proxied, Slot};
@@ -558,7 +559,7 @@ impl Lock {
             // reported by the open that follows.
             let spec = &self.spec;
             let _ = dir::ensure(&spec.name, &spec.dir, spec.private_dir);
-            Slot::for_path(&self.key())
+            Slot::for_path(&self.key(), !crate::fstype::is_network(&spec.dir))
         })
     }
 
@@ -673,7 +674,7 @@ impl Lock {
         match outcome {
             Proxied::Pending => Ok(None),
             Proxied::Done(Ok(())) => {
-                let attempt = self.finish(slot, f, pid);
+                let attempt = self.finish(slot, f, pid, slot.memo());
                 if !matches!(attempt, Ok(Attempt::Got(_))) {
                     slot.released();
                 }
@@ -728,10 +729,10 @@ impl Lock {
         keep: bool,
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
-        let f = slot.file(|| self.open())?;
+        let (f, memo) = slot.file(|| self.open())?;
         let lock_error = |e| spec.io_error("lock", e);
         if file::try_lock(&f, spec.shared).map_err(lock_error)? {
-            return self.finish(slot, &f, pid);
+            return self.finish(slot, &f, pid, memo);
         }
         // Taken. Before waiting on this descriptor, make sure it is still a live file: a cached
         // descriptor of a deleted file could be held by someone forever. (Exclusion does not
@@ -749,7 +750,7 @@ impl Lock {
         }
         if block {
             file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
-            return self.finish(slot, &f, pid);
+            return self.finish(slot, &f, pid, memo);
         }
         Ok(if keep {
             Attempt::Admitted(f, pid)
@@ -759,15 +760,25 @@ impl Lock {
     }
 
     /// With the kernel lock held: check the file is still the one at the path, record our PID.
-    fn finish(&self, slot: &Slot, f: &File, pid: u32) -> Result<Attempt, Error> {
+    /// `memo` is the slot's memo of `f` (see `file::Memo`).
+    fn finish(
+        &self,
+        slot: &Slot,
+        f: &File,
+        pid: u32,
+        memo: Option<file::Memo>,
+    ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let check_identity = !crate::hooks::broken("no-identity-check");
-        match file::stamp(f, &spec.path, check_identity, pid) {
-            Ok(true) => {
+        match file::stamp(f, &spec.path, check_identity, pid, memo) {
+            Ok(Stamped::Held(now)) => {
+                if now != memo {
+                    slot.remember(now);
+                }
                 slot.locked(spec.shared);
                 Ok(Attempt::Got(LockGuard::new(self.clone(), pid)))
             }
-            Ok(false) => {
+            Ok(Stamped::Stale) => {
                 // Dropping the slot's reference (and then the caller's) closes the dead file,
                 // which unlocks it.
                 slot.discard_file();

@@ -14,6 +14,12 @@ use crate::lock::{deadline, Acquire, Lock, Wait};
 
 pub use core;
 
+/// How many acquisitions on this thread skipped the path lookup on a memo (`test-hooks` only).
+#[cfg(feature = "test-hooks")]
+pub fn memo_vouched() -> u64 {
+    crate::hooks::vouched_count()
+}
+
 /// One annotated function's lock, built on first use and kept for the life of the process.
 #[derive(Debug)]
 pub struct Site {

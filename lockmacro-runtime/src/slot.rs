@@ -18,10 +18,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
 use std::time::Instant;
 
-#[derive(Debug, Default)]
+use crate::file::Memo;
+
+#[derive(Debug)]
 pub(crate) struct Slot {
     state: Mutex<State>,
     changed: Condvar,
+    /// Whether `fstat` of the lock file can be trusted to show every change at once (a local
+    /// filesystem), so that acquisitions may use memos (see `file::Memo`).
+    memos: bool,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +34,8 @@ struct State {
     /// The process this state belongs to: a forked child starts afresh.
     pid: u32,
     file: Option<Arc<File>>,
+    /// What the last full check of `file` established (see `file::Memo`).
+    memo: Option<Memo>,
     admitted: Admitted,
     /// Threads blocked in `admit`: only then is a wake-up (a futex syscall) worth making.
     waiting: usize,
@@ -92,8 +99,9 @@ pub(crate) enum Patience {
 }
 
 impl Slot {
-    /// The slot for `path`, shared with every live `Lock` of that path.
-    pub(crate) fn for_path(path: &Path) -> Arc<Slot> {
+    /// The slot for `path`, shared with every live `Lock` of that path. `local`: the lock
+    /// directory is on a local filesystem.
+    pub(crate) fn for_path(path: &Path, local: bool) -> Arc<Slot> {
         static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Weak<Slot>>>> = OnceLock::new();
         let slots = SLOTS.get_or_init(Default::default);
         let mut slots = slots
@@ -103,7 +111,11 @@ impl Slot {
             return slot;
         }
         slots.retain(|_, slot| slot.strong_count() > 0);
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            memos: local,
+        });
         slots.insert(path.to_owned(), Arc::downgrade(&slot));
         slot
     }
@@ -173,16 +185,19 @@ impl Slot {
         }
     }
 
-    /// The cached descriptor, opening it with `open` if there is none. Only for the admitted
-    /// thread.
-    pub(crate) fn file<E>(&self, open: impl FnOnce() -> Result<File, E>) -> Result<Arc<File>, E> {
+    /// The cached descriptor, opening it with `open` if there is none, and its memo. Only for
+    /// the admitted thread.
+    pub(crate) fn file<E>(
+        &self,
+        open: impl FnOnce() -> Result<File, E>,
+    ) -> Result<(Arc<File>, Option<Memo>), E> {
         let mut state = self.state();
         if let Some(file) = &state.file {
-            return Ok(Arc::clone(file));
+            return Ok((Arc::clone(file), state.memo.filter(|_| self.memos)));
         }
         let file = Arc::new(open()?);
         state.file = Some(Arc::clone(&file));
-        Ok(file)
+        Ok((file, None))
     }
 
     /// The cached descriptor, if any.
@@ -190,10 +205,22 @@ impl Slot {
         self.state().file.clone()
     }
 
+    /// The memo of the cached descriptor. Only for the admitted thread.
+    pub(crate) fn memo(&self) -> Option<Memo> {
+        self.state().memo.filter(|_| self.memos)
+    }
+
+    /// Keeps what a check of the cached descriptor established. Only for the admitted thread.
+    pub(crate) fn remember(&self, memo: Option<Memo>) {
+        self.state().memo = memo;
+    }
+
     /// Forgets the cached descriptor (stale, or removed by `cleanup`); it closes once the
     /// caller drops its own reference.
     pub(crate) fn discard_file(&self) {
-        self.state().file = None;
+        let mut state = self.state();
+        state.file = None;
+        state.memo = None;
     }
 
     /// Lets a proxy thread take the kernel lock on `file` for the admitted caller, blocking.
@@ -238,6 +265,7 @@ impl Slot {
                 // Nobody wants it any more: give it straight back, and the admission with it.
                 if outcome.is_ok() && !crate::file::unlock(file) {
                     state.file = None;
+                    state.memo = None;
                 }
                 state.proxy = None;
                 state.admitted = Admitted::Nobody;
