@@ -110,6 +110,36 @@ fn planted_symlink_is_refused_and_the_victim_is_untouched_as_nobody() {
     }
 }
 
+/// A FIFO or a directory planted at the lock file's path: a clear error naming the path, never a
+/// hang (opening a FIFO blocks without `O_NONBLOCK`), and the planted thing left alone. The type
+/// is checked by the status call made after locking, so a FIFO is even locked for a moment.
+#[test]
+fn planted_fifo_or_directory_is_refused_as_nobody() {
+    require_setpriv();
+    let shared = tempdir_for_nobody();
+    set_mode(shared.path(), 0o1777);
+    let dir = show(shared.path());
+
+    let fifo = path_of(shared.path(), "fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("666")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let msg = nobody_api_refused(&dir, "fifo", "Io", &["not a regular file", &show(&fifo)]);
+    eprintln!("[figures] FIFO, API: {msg}");
+    assert!(fs::symlink_metadata(&fifo).is_ok_and(|m| !m.is_file() && !m.is_dir()));
+
+    let planted_dir = path_of(shared.path(), "dir");
+    fs::create_dir(&planted_dir).expect("plant directory");
+    set_mode(&planted_dir, 0o777);
+    let msg = nobody_api_refused(&dir, "dir", "Io", &[&show(&planted_dir)]);
+    eprintln!("[figures] directory, API: {msg}");
+    assert!(planted_dir.is_dir());
+}
+
 // ---------------------------------------------------------------------------------------------
 // (b) The default directory of uid 65534 prepared by somebody else. All cases use the one real
 // directory, so they run in this one test, which removes whatever it made.

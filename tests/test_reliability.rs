@@ -165,13 +165,16 @@ fn spawned_child_with_an_inherited_descriptor_is_caught() {
 
 /// `fork()` without exec: the forked child drops its copy of the guard and exits; the parent
 /// must still hold the lock, and (with `cleanup`) the file must still be there.
-fn fork_and_drop(cleanup: bool) {
+fn fork_and_drop(cleanup: bool, raw: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("fork").dir(dir.path());
     let dir_arg = dir.path().display().to_string();
     let mut args = vec!["fork", &dir_arg, "fork"];
     if cleanup {
         args.push("--cleanup");
+    }
+    if raw {
+        args.push("--raw");
     }
     let mut parent = attack(args).spawn();
     let forked = parent.expect("forked");
@@ -203,12 +206,19 @@ fn fork_and_drop(cleanup: bool) {
 
 #[test]
 fn forked_child_dropping_its_guard_leaves_the_parents_lock() {
-    fork_and_drop(false);
+    fork_and_drop(false, false);
 }
 
 #[test]
 fn forked_child_dropping_its_cleanup_guard_neither_unlocks_nor_unlinks() {
-    fork_and_drop(true);
+    fork_and_drop(true, false);
+}
+
+/// The runtime caches its PID in a page the kernel wipes in every child (`pid.rs`); a bare
+/// `clone` system call, which no C library fork handler sees, must clear it too.
+#[test]
+fn child_of_a_bare_clone_dropping_its_guard_leaves_the_parents_lock() {
+    fork_and_drop(false, true);
 }
 
 /// `release()` says "releases the lock now". In a process where another thread is spawning a

@@ -4,7 +4,8 @@
 //!
 //! - Throughput: 4 processes × 2000 acquisitions of one lock, each incrementing a counter file
 //!   inside the lock (the final count is checked), for the floor (raw open + blocking flock +
-//!   close), our default mode, our `cleanup` mode and the raw unlink-on-release protocol.
+//!   close), our default mode, our `cleanup` mode and the raw unlink-on-release protocol (with
+//!   the PID written, as `cleanup` does; also shown without it, the earlier baseline).
 //! - Handoff: a holder releases while a waiter in another process waits (blocking `acquire`,
 //!   `acquire_timeout`, `acquire_async`); latency from the holder's release to the waiter's
 //!   acquisition on CLOCK_MONOTONIC, p50 and p99 over 200 handoffs.
@@ -63,26 +64,42 @@ fn read_counter(path: &Path) -> u64 {
     u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
 
-fn raw_cycle(path: &CString, counter: &std::fs::File, unlink: bool) {
+/// The floor (`safe` false): open, blocking flock, the counter, close. With `safe`, the raw
+/// unlink-on-release protocol that `cleanup` implements, exactly as in the uncontended bench and
+/// the benchmark issue: no-follow open, identity check (start over if stale), the holder's PID
+/// written, the counter, unlink while holding, close.
+/// `pid` empty: the protocol without the PID write, for comparison with earlier runs of this
+/// bench, which measured that.
+fn raw_cycle(path: &CString, counter: &std::fs::File, safe: bool, pid: &[u8]) {
     unsafe {
         loop {
+            let nofollow = if safe { libc::O_NOFOLLOW } else { 0 };
             let fd = libc::open(
                 path.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | nofollow,
                 0o600,
             );
             assert!(fd >= 0);
             while libc::flock(fd, libc::LOCK_EX) != 0 {}
-            if unlink {
+            if safe {
                 let (mut a, mut b): (libc::stat, libc::stat) = std::mem::zeroed();
                 libc::fstat(fd, &mut a);
-                if libc::lstat(path.as_ptr(), &mut b) != 0 || a.st_ino != b.st_ino {
+                if libc::lstat(path.as_ptr(), &mut b) != 0
+                    || (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino)
+                {
                     libc::close(fd);
                     continue;
                 }
+                if pid.is_empty() {
+                    // no PID: the earlier baseline
+                } else if libc::pwrite(fd, pid.as_ptr().cast(), pid.len(), 0) >= 0
+                    && a.st_size != pid.len() as i64
+                {
+                    libc::ftruncate(fd, pid.len() as i64);
+                }
             }
             bump(counter);
-            if unlink {
+            if safe {
                 libc::unlink(path.as_ptr());
             }
             libc::close(fd);
@@ -103,12 +120,15 @@ fn child_throughput(mode: &str, dir: &Path) {
         "cleanup" => Lock::new("contended").dir(dir).cleanup(),
         _ => Lock::new("contended").dir(dir),
     };
+    let pid = format!("{}\n", std::process::id());
+    let pid = pid.as_bytes();
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go"); // start barrier
     for _ in 0..ITERS {
         match mode {
-            "floor" => raw_cycle(&raw, &counter, false),
-            "raw-unlink" => raw_cycle(&raw, &counter, true),
+            "floor" => raw_cycle(&raw, &counter, false, pid),
+            "raw-unlink" => raw_cycle(&raw, &counter, true, pid),
+            "raw-unlink-nopid" => raw_cycle(&raw, &counter, true, b""),
             _ => {
                 let guard = lock.acquire().expect("acquire");
                 bump(&counter);
@@ -289,14 +309,20 @@ fn main() {
         "contended throughput: {PROCS} processes x {ITERS} acquisitions, counter verified, \
          median of {ROUNDS} interleaved rounds"
     );
-    let modes = ["floor", "default", "raw-unlink", "cleanup"];
+    let modes = [
+        "floor",
+        "default",
+        "raw-unlink",
+        "cleanup",
+        "raw-unlink-nopid",
+    ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..ROUNDS {
         for (i, mode) in modes.iter().enumerate() {
             runs[i].push(throughput(mode));
         }
     }
-    let [floor, default, unlink, cleanup] = [0, 1, 2, 3].map(|i| {
+    let [floor, default, unlink, cleanup, nopid] = [0, 1, 2, 3, 4].map(|i| {
         runs[i].sort_by(f64::total_cmp);
         runs[i][ROUNDS / 2]
     });
@@ -312,6 +338,10 @@ fn main() {
     println!(
         "  lockmacro cleanup                {cleanup:>9.0} cycles/s  {:.2}x raw unlink",
         cleanup / unlink
+    );
+    println!(
+        "  (raw unlink protocol, no PID     {nopid:>9.0} cycles/s: cleanup {:.2}x that)",
+        cleanup / nopid
     );
     println!("\nhandoff after release ({HANDOFFS} rounds) and CPU while waiting 2 s");
     for mode in ["blocking", "timeout", "async"] {

@@ -13,14 +13,15 @@ const PID_OFFSET: u64 = 0;
 const PID_OFFSET: u64 = 1;
 
 /// Opens (creating if missing, mode 0600) the lock file read-write without following a symlink
-/// in the last component, without truncating, close-on-exec, and refuses anything but a regular
-/// file. `O_NONBLOCK` keeps a planted FIFO from hanging the open.
+/// in the last component, without truncating, close-on-exec. `O_NONBLOCK` keeps a planted FIFO
+/// from hanging the open; anything but a regular file is refused by [`stamp`], whose `fstat`
+/// sees the type anyway (a second status call here would cost every `cleanup` cycle).
 #[cfg(unix)]
 pub(crate) fn open(path: &Path) -> io::Result<File> {
     use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt;
 
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -36,8 +37,7 @@ pub(crate) fn open(path: &Path) -> io::Result<File> {
             } else {
                 e
             }
-        })?;
-    require_regular(file)
+        })
 }
 
 #[cfg(not(unix))]
@@ -88,6 +88,7 @@ fn require_regular(file: File) -> io::Result<File> {
 /// its length and its modification and change times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
+    regular: bool,
     dev: u64,
     ino: u64,
     nlink: u64,
@@ -104,6 +105,8 @@ impl Seen {
     fn of(file: &File) -> io::Result<Seen> {
         let st = rustix::fs::fstat(file)?;
         Ok(Seen {
+            regular: rustix::fs::FileType::from_raw_mode(st.st_mode as rustix::fs::RawMode)
+                .is_file(),
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             nlink: st.st_nlink as u64,
@@ -117,6 +120,7 @@ impl Seen {
     #[cfg(not(unix))]
     fn of(file: &File) -> io::Result<Seen> {
         Ok(Seen {
+            regular: true, // checked when opened
             dev: 0,
             ino: 0,
             nlink: 1,
@@ -130,7 +134,7 @@ impl Seen {
     /// the path finds the same device and inode.
     #[cfg(unix)]
     #[allow(clippy::unnecessary_cast)]
-    fn named_by(&self, path: &Path) -> io::Result<bool> {
+    pub(crate) fn named_by(&self, path: &Path) -> io::Result<bool> {
         use rustix::fs::{statat, AtFlags, CWD};
         if self.nlink == 0 {
             return Ok(false);
@@ -144,7 +148,7 @@ impl Seen {
 
     /// Windows (untested): we can only see that the path exists.
     #[cfg(not(unix))]
-    fn named_by(&self, path: &Path) -> io::Result<bool> {
+    pub(crate) fn named_by(&self, path: &Path) -> io::Result<bool> {
         Ok(path.exists())
     }
 
@@ -178,7 +182,7 @@ impl Seen {
 /// full check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Memo {
-    seen: Seen,
+    pub(crate) seen: Seen,
     /// CLOCK_MONOTONIC_COARSE at the last path lookup.
     looked_up: std::time::Duration,
     /// At `seen`, the file held our PID.
@@ -263,6 +267,12 @@ pub(crate) fn stamp(
     memo: Option<Memo>,
 ) -> io::Result<Stamped> {
     let seen = Seen::of(file)?;
+    if !seen.regular {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the lock file is not a regular file",
+        ));
+    }
     let vouched = memo.filter(|memo| memo.fresh() && seen.only_written_since(&memo.seen));
     let looked_up = match vouched {
         Some(memo) => {

@@ -223,7 +223,7 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<(), Error> {
-        if std::mem::replace(&mut self.released, true) || std::process::id() != self.pid {
+        if std::mem::replace(&mut self.released, true) || crate::pid::current() != self.pid {
             // Already released, or a forked child: the parent's lock is not ours to touch.
             return Ok(());
         }
@@ -237,15 +237,21 @@ impl LockGuard {
         if !slot.leave() {
             return Ok(()); // other shared holders of this process keep the kernel lock
         }
-        let result = match slot.cached_file() {
-            Some(f) => self.release_kernel_lock(slot, f),
+        let result = match slot.held_file() {
+            Some((f, seen)) => self.release_kernel_lock(slot, f, seen),
             None => Ok(()),
         };
         slot.released();
         result
     }
 
-    fn release_kernel_lock(&self, slot: &Slot, f: Arc<File>) -> Result<(), Error> {
+    /// `seen`: the file as its acquisition saw it, if known.
+    fn release_kernel_lock(
+        &self,
+        slot: &Slot,
+        f: Arc<File>,
+        seen: Option<file::Seen>,
+    ) -> Result<(), Error> {
         let spec = self.lock.spec();
         if spec.cleanup && crate::hooks::broken("unlock-before-unlink") {
             slot.discard_file();
@@ -257,7 +263,7 @@ impl LockGuard {
             trace::lost(spec, "the lock file was removed or replaced while held");
         }
         if spec.cleanup {
-            let result = unlink_if_last(&f, spec.shared, &spec.path);
+            let result = unlink_if_last(&f, seen, spec.shared, &spec.path);
             slot.discard_file();
             drop(f); // the last reference: closing releases the kernel lock, after the unlink
             return result.map_err(|e| spec.io_error("remove lock file", e));
@@ -273,12 +279,17 @@ impl LockGuard {
 /// believe they hold the lock at the path. A shared holder removes it only if it can convert to
 /// exclusive without waiting, that is when it is the last holder; if two leave at the same
 /// instant, neither may, and the file stays behind, which is harmless.
-fn unlink_if_last(f: &File, shared: bool, path: &Path) -> io::Result<()> {
+fn unlink_if_last(f: &File, seen: Option<file::Seen>, shared: bool, path: &Path) -> io::Result<()> {
     if shared && !file::try_lock(f, false)? {
         return Ok(()); // others still hold it shared
     }
-    // Somebody outside the protocol may have replaced the file; never remove theirs.
-    if file::still_named(f, path)? {
+    // Somebody outside the protocol may have replaced the file; never remove theirs. (Which
+    // file is ours, its device and inode, was seen when we acquired it.)
+    let ours = match seen {
+        Some(seen) => seen.named_by(path)?,
+        None => file::still_named(f, path)?,
+    };
+    if ours {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

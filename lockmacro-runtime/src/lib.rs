@@ -52,6 +52,7 @@ mod name;
 mod notice;
 #[cfg(feature = "postgres")]
 mod pg;
+mod pid;
 mod slot;
 mod trace;
 mod wait;

@@ -12,7 +12,7 @@ use crate::file::Stamped;
 use crate::guard::LockGuard;
 use crate::notice::Notice;
 use crate::slot::{Admission, Patience, Proxied, Slot};
-use crate::{chain, dir, file, name, trace, wait};
+use crate::{chain, dir, file, name, slot, trace, wait};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
 /// no I/O beyond looking up the default directory; nothing is locked until you acquire it.
@@ -708,7 +708,7 @@ impl Lock {
             Wait::Block => Patience::Forever,
             Wait::Until(deadline, _) => Patience::Until(deadline),
         };
-        let pid = std::process::id();
+        let pid = crate::pid::current();
         match slot.admit(spec.shared, patience, pid) {
             Admission::Busy => return Ok(Attempt::Busy),
             Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone(), pid))),
@@ -729,8 +729,17 @@ impl Lock {
         keep: bool,
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
-        let (f, memo) = slot.file(|| self.open())?;
+        let slot::Descriptor {
+            file: f,
+            memo,
+            fresh,
+        } = slot.file(|| self.open())?;
         let lock_error = |e| spec.io_error("lock", e);
+        if block && fresh {
+            // Just opened by path, so live: wait in one call (`finish` checks the file).
+            file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
+            return self.finish(slot, &f, pid, memo);
+        }
         if file::try_lock(&f, spec.shared).map_err(lock_error)? {
             return self.finish(slot, &f, pid, memo);
         }
@@ -1032,7 +1041,7 @@ impl Drop for Acquire<'_> {
     /// got the lock, the guard made here releases it at once.
     fn drop(&mut self) {
         if let Some((f, pid)) = self.proxy.take() {
-            if std::process::id() != pid {
+            if crate::pid::current() != pid {
                 return; // an inherited future in a forked child: the parent's state
             }
             let outcome = self.lock.slot().abandon_proxy();

@@ -18,7 +18,17 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
 use std::time::Instant;
 
-use crate::file::Memo;
+use crate::file::{Memo, Seen};
+
+/// The lock file's descriptor as [`Slot::file`] hands it out.
+#[derive(Debug)]
+pub(crate) struct Descriptor {
+    pub(crate) file: Arc<File>,
+    /// What the previous acquisition established, if it may be used (see `file::Memo`).
+    pub(crate) memo: Option<Memo>,
+    /// Opened just now (by path), rather than kept from an earlier acquisition.
+    pub(crate) fresh: bool,
+}
 
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -185,19 +195,32 @@ impl Slot {
         }
     }
 
-    /// The cached descriptor, opening it with `open` if there is none, and its memo. Only for
-    /// the admitted thread.
-    pub(crate) fn file<E>(
-        &self,
-        open: impl FnOnce() -> Result<File, E>,
-    ) -> Result<(Arc<File>, Option<Memo>), E> {
+    /// The cached descriptor, opening it with `open` if there is none. Only for the admitted
+    /// thread.
+    pub(crate) fn file<E>(&self, open: impl FnOnce() -> Result<File, E>) -> Result<Descriptor, E> {
         let mut state = self.state();
         if let Some(file) = &state.file {
-            return Ok((Arc::clone(file), state.memo.filter(|_| self.memos)));
+            return Ok(Descriptor {
+                file: Arc::clone(file),
+                memo: state.memo.filter(|_| self.memos),
+                fresh: false,
+            });
         }
         let file = Arc::new(open()?);
         state.file = Some(Arc::clone(&file));
-        Ok((file, None))
+        Ok(Descriptor {
+            file,
+            memo: None,
+            fresh: true,
+        })
+    }
+
+    /// The cached descriptor and what was seen of it at its last acquisition (on any
+    /// filesystem), for its release.
+    pub(crate) fn held_file(&self) -> Option<(Arc<File>, Option<Seen>)> {
+        let state = self.state();
+        let file = state.file.clone()?;
+        Some((file, state.memo.map(|memo| memo.seen)))
     }
 
     /// The cached descriptor, if any.
@@ -210,7 +233,8 @@ impl Slot {
         self.state().memo.filter(|_| self.memos)
     }
 
-    /// Keeps what a check of the cached descriptor established. Only for the admitted thread.
+    /// Keeps what a check of the cached descriptor established (on any filesystem: a release
+    /// uses it too). Only for the admitted thread.
     pub(crate) fn remember(&self, memo: Option<Memo>) {
         self.state().memo = memo;
     }

@@ -18,7 +18,8 @@
 //!   own `Lock`) `iterations` times: `acquire`, run a critical section that increments
 //!   `<work dir>/counter` non-atomically and detects overlaps with a marker file made with
 //!   `create_new`, release. Print `done overlaps=<n> corrupt=<n> errors=<n>`.
-//! - `fork <dir> <name> [--cleanup]`: acquire, `fork()`; the forked child drops its copy of the
+//! - `fork <dir> <name> [--cleanup] [--raw]`: acquire, `fork()` (with `--raw`, the bare system
+//!   call, which bypasses the C library's fork handling); the forked child drops its copy of the
 //!   guard and `_exit(0)`s; the parent reaps it, prints `forked <child pid> status=<raw>` and
 //!   `locked <pid>`, waits for stdin EOF, releases, prints `released`.
 //! - `crash <kill|exit|abort|panic>`: call an `#[exclusive(wait)]` function (lock
@@ -110,7 +111,7 @@ fn usage(message: &str) -> ExitCode {
     eprintln!(
         "lm-attack: {message}\nusage: lm-attack hold <dir|-> <name> [--cleanup] [--shared] \
          [--block] [--spawn-sleep] [--leak-spawn] | stress <dir> <name> <n> <work dir> \
-         [--cleanup] [--threads=N] | fork <dir> <name> [--cleanup] \
+         [--cleanup] [--threads=N] | fork <dir> <name> [--cleanup] [--raw] \
          | crash <kill|exit|abort|panic> | signals <dir> <name> <block|timeout|raw> <count> \
          | churn <dir> <name> | release-while-forked <dir> <name> | default-dir | main \
          | env-main"
@@ -499,15 +500,22 @@ fn release_while_forked(args: &[&str]) -> Outcome {
 
 fn fork(args: &[&str]) -> Outcome {
     let [dir, name, flags @ ..] = args else {
-        return Err("usage: fork <dir> <name> [--cleanup]".into());
+        return Err("usage: fork <dir> <name> [--cleanup] [--raw]".into());
     };
     let lock = lock_for(dir, name, flags);
     let guard: LockGuard = match lock.try_acquire() {
         Ok(guard) => guard,
         Err(e) => return Ok(report(&e)),
     };
-    // SAFETY: this process is single-threaded here, so the child may run arbitrary code.
-    let child = unsafe { libc::fork() };
+    let child = if flags.contains(&"--raw") {
+        // SAFETY: as below; the child only drops the guard and exits. A bare clone with just
+        // the exit signal is fork(2) without the C library's bookkeeping.
+        let child = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+        libc::pid_t::try_from(child).map_err(|e| format!("clone: {e}"))?
+    } else {
+        // SAFETY: this process is single-threaded here, so the child may run arbitrary code.
+        unsafe { libc::fork() }
+    };
     if child < 0 {
         return Err(format!("fork: {}", io::Error::last_os_error()));
     }
