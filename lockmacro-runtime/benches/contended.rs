@@ -7,8 +7,9 @@
 //!   close), our default mode, our `cleanup` mode and the raw unlink-on-release protocol (with
 //!   the PID written, as `cleanup` does; also shown without it, the earlier baseline).
 //! - Handoff: a holder releases while a waiter in another process waits (blocking `acquire`,
-//!   `acquire_timeout`, `acquire_async`); latency from the holder's release to the waiter's
-//!   acquisition on CLOCK_MONOTONIC, p50 and p99 over 200 handoffs.
+//!   `acquire_timeout`, `acquire_async`, and as the floor a bare blocking `flock` on the same
+//!   file; `raw`); latency from the holder's release to the waiter's acquisition on
+//!   CLOCK_MONOTONIC, p50 and p99 over 200 handoffs per mode, the modes taking turns.
 //! - CPU: what a timed or async waiter burns while the lock is held for 2 s.
 //!
 //! The bench re-executes itself as the child processes (`LOCKMACRO_BENCH_CHILD`).
@@ -164,14 +165,41 @@ fn child_waiter(mode: &str, dir: &Path) {
     }
 }
 
-fn wait_once(lock: &Lock, mode: &str) -> lockmacro_runtime::LockGuard {
-    match mode {
-        "blocking" => lock.acquire(),
-        "timeout" => lock.acquire_timeout(Duration::from_secs(30)),
-        "async" => futures_lite_block_on(lock.acquire_timeout_async(Duration::from_secs(30))),
-        other => panic!("unknown mode {other}"),
+/// What a waiter holds: our guard, or (the floor) a raw descriptor locked with flock.
+enum Held {
+    Guard(#[allow(dead_code)] lockmacro_runtime::LockGuard),
+    Raw(std::fs::File),
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Held::Raw(file) = self {
+            use std::os::fd::AsRawFd;
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
     }
-    .expect("acquire")
+}
+
+fn wait_once(lock: &Lock, mode: &str) -> Held {
+    if mode == "raw" {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(lock.path())
+            .expect("open lock file");
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {}
+        return Held::Raw(file);
+    }
+    Held::Guard(
+        match mode {
+            "blocking" => lock.acquire(),
+            "timeout" => lock.acquire_timeout(Duration::from_secs(30)),
+            "async" => futures_lite_block_on(lock.acquire_timeout_async(Duration::from_secs(30))),
+            other => panic!("unknown mode {other}"),
+        }
+        .expect("acquire"),
+    )
 }
 
 /// A minimal executor (no dependency): park the thread until the waker unparks it.
@@ -259,30 +287,43 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn handoff(mode: &str) -> (u64, u64, u64) {
-    let dir = fresh_dir(&format!("handoff-{mode}"));
+/// Handoffs to one waiter per mode, taking turns round by round (so that a slow moment of the
+/// machine hits every mode alike), then the CPU each burns while waiting 2 s. Returns p50, p99
+/// and CPU per mode.
+fn handoffs(modes: &[&str]) -> Vec<(u64, u64, u64)> {
+    let dir = fresh_dir("handoff");
     let lock = Lock::new("handoff").dir(&dir);
-    let mut kid = Kid::spawn("waiter", mode, &dir);
-    let mut lat = Vec::with_capacity(HANDOFFS);
+    let mut kids: Vec<Kid> = modes
+        .iter()
+        .map(|mode| Kid::spawn("waiter", mode, &dir))
+        .collect();
+    let mut lat = vec![Vec::with_capacity(HANDOFFS); modes.len()];
     for _ in 0..HANDOFFS {
-        let guard = lock.acquire().expect("holder acquires");
-        kid.send("next");
-        assert_eq!(kid.line(), "waiting");
-        std::thread::sleep(Duration::from_millis(3)); // the waiter is now waiting
-        let released = now_ns();
-        drop(guard);
-        let acquired: u64 = kid.line().parse().expect("ns");
-        lat.push(acquired.saturating_sub(released));
+        for (kid, lat) in kids.iter_mut().zip(&mut lat) {
+            let guard = lock.acquire().expect("holder acquires");
+            kid.send("next");
+            assert_eq!(kid.line(), "waiting");
+            std::thread::sleep(Duration::from_millis(3)); // the waiter is now waiting
+            let released = now_ns();
+            drop(guard);
+            let acquired: u64 = kid.line().parse().expect("ns");
+            lat.push(acquired.saturating_sub(released));
+        }
     }
-    lat.sort_unstable();
-    let guard = lock.acquire().expect("holder acquires");
-    kid.send("cpu");
-    std::thread::sleep(Duration::from_secs(2));
-    drop(guard);
-    let cpu: u64 = kid.line().parse().expect("cpu ns");
-    drop(kid.stdin);
-    let _ = kid.child.wait();
-    (percentile(&lat, 0.5), percentile(&lat, 0.99), cpu)
+    kids.into_iter()
+        .zip(lat)
+        .map(|(mut kid, mut lat)| {
+            lat.sort_unstable();
+            let guard = lock.acquire().expect("holder acquires");
+            kid.send("cpu");
+            std::thread::sleep(Duration::from_secs(2));
+            drop(guard);
+            let cpu: u64 = kid.line().parse().expect("cpu ns");
+            drop(kid.stdin);
+            let _ = kid.child.wait();
+            (percentile(&lat, 0.5), percentile(&lat, 0.99), cpu)
+        })
+        .collect()
 }
 
 fn main() {
@@ -343,9 +384,11 @@ fn main() {
         "  (raw unlink protocol, no PID     {nopid:>9.0} cycles/s: cleanup {:.2}x that)",
         cleanup / nopid
     );
-    println!("\nhandoff after release ({HANDOFFS} rounds) and CPU while waiting 2 s");
-    for mode in ["blocking", "timeout", "async"] {
-        let (p50, p99, cpu) = handoff(mode);
+    println!(
+        "\nhandoff after release ({HANDOFFS} rounds, modes taking turns) and CPU while waiting 2 s"
+    );
+    let modes = ["raw", "blocking", "timeout", "async"];
+    for (mode, (p50, p99, cpu)) in modes.iter().zip(handoffs(&modes)) {
         println!(
             "  {mode:<9} p50 {:>7.1} us  p99 {:>8.1} us  CPU {:>6.2} ms / 2 s",
             p50 as f64 / 1e3,
