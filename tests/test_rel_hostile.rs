@@ -112,7 +112,8 @@ fn planted_symlink_is_refused_and_the_victim_is_untouched_as_nobody() {
 
 /// A FIFO or a directory planted at the lock file's path: a clear error naming the path, never a
 /// hang (opening a FIFO blocks without `O_NONBLOCK`), and the planted thing left alone. The type
-/// is checked by the status call made after locking, so a FIFO is even locked for a moment.
+/// is checked by the status call made after locking, so a FIFO is even locked for a moment (and
+/// one that its planter keeps locked makes waiters wait, like a planted regular file would).
 #[test]
 fn planted_fifo_or_directory_is_refused_as_nobody() {
     require_setpriv();

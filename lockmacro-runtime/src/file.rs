@@ -84,8 +84,8 @@ fn require_regular(file: File) -> io::Result<File> {
     }
 }
 
-/// What a status call says about the open lock file: which file it is, how many names it has,
-/// its length and its modification and change times.
+/// What a status call says about the open lock file: its type, which file it is, how many names
+/// it has, its length and its change time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Seen {
     regular: bool,
@@ -93,7 +93,6 @@ pub(crate) struct Seen {
     ino: u64,
     nlink: u64,
     len: u64,
-    mtime: (i64, i64),
     ctime: (i64, i64),
 }
 
@@ -111,7 +110,6 @@ impl Seen {
             ino: st.st_ino as u64,
             nlink: st.st_nlink as u64,
             len: st.st_size as u64,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
             ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
         })
     }
@@ -125,7 +123,6 @@ impl Seen {
             ino: 0,
             nlink: 1,
             len: file.metadata()?.len(),
-            mtime: (0, 0),
             ctime: (0, 0),
         })
     }
@@ -151,45 +148,41 @@ impl Seen {
     pub(crate) fn named_by(&self, path: &Path) -> io::Result<bool> {
         Ok(path.exists())
     }
-
-    /// True if, seen earlier as `before`, the file can only have been written since: the same
-    /// file with the same link count, and either no change at all or a last change that set the
-    /// modification time too. A rename, link or unlink moves the change time alone.
-    fn only_written_since(&self, before: &Seen) -> bool {
-        (self.dev, self.ino, self.nlink) == (before.dev, before.ino, before.nlink)
-            && (self.ctime == before.ctime || self.mtime == self.ctime)
-    }
 }
 
 /// What the previous acquisition through a cached descriptor established, to spare the next one
 /// the path lookup (a no-follow `stat`, the costliest step of a repeated acquisition) and the
 /// PID read.
 ///
-/// The path lookup is skipped for up to [`FRESH`] after the last one if, since then, the file
-/// has at most been written. Unlinking, replacing, renaming or linking the file changes its link
-/// count or moves its change time without its modification time, so these are caught at once.
-/// Only holders write to the file, right after their own check of the path. Left unseen by
-/// `fstat` are a rename of a *directory above* the file, and a rename of the file in the instant
-/// between a holder's check and its write; the next lookup, at most [`FRESH`] later, catches
-/// them. (A third party that renames lock files while they are held defeats any file lock.)
+/// Both are skipped when `fstat` finds the file exactly as seen then: same inode, link count,
+/// length and change time. The kernel moves the change time on every rename, link, unlink,
+/// write or truncation of the file, so a file that an unlink, a replacement, a rename or
+/// another holder touched is caught at once and gets the full check. Left unseen is a rename of
+/// a *directory above* the file, which does not touch the file: the path lookup is therefore
+/// also made again once [`FRESH`] has passed since the last one (measured on the coarse
+/// monotonic clock, so up to one clock tick more).
 ///
-/// The PID read is skipped when the file is exactly as seen when it last held our PID. Change
-/// times come from the kernel's coarse clock, so two changes within one tick can carry the same
-/// time; `ours` is therefore only set once that clock has moved past the file's change time,
-/// after which every change carries a later time.
+/// Change times come from the kernel's coarse clock, in ticks of a few milliseconds (or whole
+/// seconds on filesystems that keep only seconds), so two changes within one tick can carry the
+/// same time; and the kernel skips moving a change time that is ahead of that clock when nobody
+/// has looked at it since. A memo is therefore only trusted (`settled`) if the coarse clock had
+/// already passed the change time seen, at the granularity of the filesystem's times, when the
+/// memo was made: every later change then carries a later time.
 ///
-/// Linux only, on local filesystems (see [`Memo::new`]); elsewhere every acquisition makes the
-/// full check.
+/// Linux only, and only on local filesystems known to keep exact change times (see
+/// `fstype::keeps_change_times`); elsewhere every acquisition makes the full check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Memo {
     pub(crate) seen: Seen,
     /// CLOCK_MONOTONIC_COARSE at the last path lookup.
     looked_up: std::time::Duration,
+    /// Any later change will show in the change time.
+    settled: bool,
     /// At `seen`, the file held our PID.
     ours: bool,
 }
 
-/// How long a path lookup vouches for a file that has at most been written since; see [`Memo`].
+/// How long a path lookup vouches for a file that nothing has touched since; see [`Memo`].
 pub(crate) const FRESH: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -205,22 +198,32 @@ mod clock {
         )
     }
 
-    /// True once the kernel's coarse clock, which file times come from, has passed `time`.
-    pub(super) fn passed(time: (i64, i64)) -> bool {
+    /// CLOCK_REALTIME_COARSE, which file times come from, as (seconds, nanoseconds).
+    pub(super) fn realtime() -> (i64, i64) {
         let now = clock_gettime(ClockId::RealtimeCoarse);
-        time < (now.tv_sec, now.tv_nsec)
+        (now.tv_sec, now.tv_nsec)
+    }
+}
+
+/// True if every change made after `now` (the coarse clock) will carry a change time other than
+/// `time`. A time without nanoseconds is taken to come from a filesystem that keeps whole
+/// seconds: then `now` must be in a later second.
+fn passed(time: (i64, i64), now: (i64, i64)) -> bool {
+    if time.1 == 0 {
+        time.0 < now.0
+    } else {
+        time < now
     }
 }
 
 impl Memo {
-    /// `local`: the lock directory is on a local filesystem, where `fstat` is authoritative
-    /// (a network filesystem may answer from a cache).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn new(seen: Seen, looked_up: Option<std::time::Duration>, ours: bool) -> Memo {
         Memo {
             seen,
             looked_up: looked_up.unwrap_or_else(clock::monotonic),
-            ours: ours && clock::passed(seen.ctime),
+            settled: passed(seen.ctime, clock::realtime()),
+            ours,
         }
     }
 
@@ -230,11 +233,12 @@ impl Memo {
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn new(seen: Seen, _looked_up: Option<std::time::Duration>, _ours: bool) -> Memo {
+    fn new(seen: Seen, _looked_up: Option<std::time::Duration>, ours: bool) -> Memo {
         Memo {
             seen,
             looked_up: std::time::Duration::ZERO,
-            ours: false,
+            settled: false,
+            ours,
         }
     }
 
@@ -273,8 +277,9 @@ pub(crate) fn stamp(
             "the lock file is not a regular file",
         ));
     }
-    let vouched = memo.filter(|memo| memo.fresh() && seen.only_written_since(&memo.seen));
-    let looked_up = match vouched {
+    // Untouched since the previous acquisition, which any later change would show.
+    let untouched = memo.filter(|memo| memo.settled && memo.seen == seen);
+    let looked_up = match untouched.filter(Memo::fresh) {
         Some(memo) => {
             crate::hooks::vouched();
             Some(memo.looked_up)
@@ -286,10 +291,9 @@ pub(crate) fn stamp(
     let text = pid_line(pid, &mut buf);
     let len = PID_OFFSET + text.len() as u64;
     let ours = match memo {
-        // Untouched since it held our PID.
-        Some(memo) if memo.ours && memo.seen == seen => true,
-        // Changed since it held our PID: another holder wrote theirs.
-        Some(memo) if memo.ours => false,
+        Some(memo) if memo.ours && untouched.is_some() => true,
+        // Changed since it held our PID: most likely another holder wrote theirs.
+        Some(memo) if memo.ours && memo.seen != seen => false,
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
         _ => seen.len == len && contains(file, text),
     };
@@ -483,6 +487,17 @@ pub(crate) fn holder_pid(file: &File) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn change_times_pass_at_their_granularity() {
+        use super::passed;
+        assert!(passed((100, 5), (100, 6)));
+        assert!(!passed((100, 5), (100, 5)));
+        assert!(!passed((100, 7), (100, 5))); // a fine-grained time ahead of the coarse clock
+                                              // Whole seconds (no nanoseconds): a change later in the same second keeps the time.
+        assert!(!passed((100, 0), (100, 999_999_999)));
+        assert!(passed((100, 0), (101, 0)));
+    }
+
     #[test]
     fn pid_lines() {
         let mut buf = [0u8; 11];

@@ -38,9 +38,22 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
     })
 }
 
-/// True if `dir` is on a network filesystem (known on Linux only).
-pub(crate) fn is_network(dir: &Path) -> bool {
-    network_kind(dir).is_some()
+/// True if `dir` is on a local filesystem known to move a file's change time on every change
+/// and to answer `fstat` exactly: tmpfs, ext2/3/4, XFS, Btrfs, F2FS, overlayfs (which reports the
+/// underlying file). Only there may repeated acquisitions trust what `fstat` shows
+/// (`file::Memo`). Known on Linux only; elsewhere false.
+pub(crate) fn keeps_change_times(dir: &Path) -> bool {
+    let magic = match crate::hooks::fs_magic() {
+        Some(magic) => magic,
+        None => match probe(dir) {
+            Some(magic) => magic,
+            None => return false,
+        },
+    };
+    matches!(
+        magic,
+        0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010 | 0x794c_7630
+    )
 }
 
 /// The network filesystem `dir` is on, if any (known on Linux only; elsewhere `None`).
@@ -78,5 +91,14 @@ mod tests {
     #[test]
     fn local_directories_pass() {
         assert_eq!(super::network_kind(&std::env::temp_dir()), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn tmpfs_keeps_change_times() {
+        let shm = std::path::Path::new("/dev/shm");
+        if super::probe(shm) == Some(0x0102_1994) {
+            assert!(super::keeps_change_times(shm));
+        }
     }
 }

@@ -559,7 +559,7 @@ impl Lock {
             // reported by the open that follows.
             let spec = &self.spec;
             let _ = dir::ensure(&spec.name, &spec.dir, spec.private_dir);
-            Slot::for_path(&self.key(), !crate::fstype::is_network(&spec.dir))
+            Slot::for_path(&self.key(), crate::fstype::keeps_change_times(&spec.dir))
         })
     }
 

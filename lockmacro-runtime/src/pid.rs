@@ -5,36 +5,91 @@
 //! call, two per cycle: a sixth of a repeated acquisition. glibc stopped caching it because a
 //! plain cache goes stale in a child made by a raw `clone`. Ours lives in a page the kernel
 //! zeroes in every child, whatever made it (`MADV_WIPEONFORK`, Linux 4.14): a child finds 0 and
-//! asks the kernel. Where that is unavailable, every call asks.
+//! asks the kernel. Where that is unavailable, or where `madvise` cannot be trusted to have
+//! applied it (an emulator that accepts any advice), every call asks. Not covered: a child
+//! made with `CLONE_VM` but without `CLONE_THREAD` shares the page with its parent; such a
+//! child (`vfork`, `posix_spawn`) must only exec or exit, and cannot run lock code safely anyway.
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod imp {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
-    /// The cached PID, in a page wiped on fork; `None` if the kernel refused the advice.
-    fn cache() -> Option<&'static AtomicU32> {
-        static CACHE: OnceLock<Option<&'static AtomicU32>> = OnceLock::new();
-        *CACHE.get_or_init(|| {
-            use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
-            const LEN: usize = 4096; // the kernel rounds both calls up to whole pages
-            let prot = ProtFlags::READ | ProtFlags::WRITE;
-            // SAFETY: a new private anonymous mapping at an address of the kernel's choosing
-            // aliases nothing.
-            let page =
-                unsafe { mmap_anonymous(std::ptr::null_mut(), LEN, prot, MapFlags::PRIVATE) }
-                    .ok()?;
-            // SAFETY: `page` is the mapping just made, which nothing else uses yet.
-            if unsafe { madvise(page, LEN, Advice::LinuxWipeOnFork) }.is_err() {
-                // SAFETY: as above; it is not used after this.
-                let _ = unsafe { munmap(page, LEN) };
+    use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
+
+    const LEN: usize = 4096; // the kernel rounds both calls up to whole pages
+
+    /// The page, once made. No lock guards its making (two threads may both make one; the loser
+    /// unmaps its own), so a fork at any moment leaves nothing in the child to wait for.
+    static PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+    /// Set if the kernel refused to make such a page: then every call asks the kernel.
+    static REFUSED: AtomicBool = AtomicBool::new(false);
+
+    /// A new page wiped on fork, or `None`.
+    fn make() -> Option<*mut AtomicU32> {
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
+        if !honest(prot) {
+            return None;
+        }
+        // SAFETY: a new private anonymous mapping at an address of the kernel's choosing
+        // aliases nothing.
+        let page =
+            unsafe { mmap_anonymous(std::ptr::null_mut(), LEN, prot, MapFlags::PRIVATE) }.ok()?;
+        // SAFETY: `page` is the mapping just made, which nothing else uses yet.
+        if unsafe { madvise(page, LEN, Advice::LinuxWipeOnFork) }.is_err() {
+            // SAFETY: as above; it is not used after this.
+            let _ = unsafe { munmap(page, LEN) };
+            return None;
+        }
+        Some(page.cast())
+    }
+
+    /// False where `madvise` claims success without doing anything, as some emulators (older
+    /// qemu-user) do for every advice: the kernel refuses wipe-on-fork for a shared mapping
+    /// (`EINVAL`), so a success there means the advice is not really applied.
+    fn honest(prot: ProtFlags) -> bool {
+        // SAFETY: as in `make`, a new mapping that aliases nothing, unmapped before returning.
+        let Ok(probe) =
+            (unsafe { mmap_anonymous(std::ptr::null_mut(), LEN, prot, MapFlags::SHARED) })
+        else {
+            return false;
+        };
+        // SAFETY: `probe` is the mapping just made.
+        let refused = unsafe { madvise(probe, LEN, Advice::LinuxWipeOnFork) }
+            == Err(rustix::io::Errno::INVAL);
+        // SAFETY: `probe` is not used after this.
+        let _ = unsafe { munmap(probe, LEN) };
+        refused
+    }
+
+    /// The cached PID's cell, in a page wiped on fork; `None` if there can be none.
+    pub(super) fn cache() -> Option<&'static AtomicU32> {
+        let mut page = PAGE.load(Ordering::Acquire);
+        if page.is_null() {
+            if REFUSED.load(Ordering::Relaxed) {
                 return None;
             }
-            // SAFETY: the mapping is page-aligned, readable and writable, zero-filled (a valid
-            // `AtomicU32`), never unmapped (so `'static`), and only ever accessed atomically
-            // through this reference. In a child it is zero-filled again, which is still valid.
-            Some(unsafe { &*page.cast::<AtomicU32>() })
-        })
+            let Some(made) = make() else {
+                REFUSED.store(true, Ordering::Relaxed);
+                return None;
+            };
+            page = match PAGE.compare_exchange(
+                std::ptr::null_mut(),
+                made,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => made,
+                Err(theirs) => {
+                    // SAFETY: ours lost the race and was never published.
+                    let _ = unsafe { munmap(made.cast(), LEN) };
+                    theirs
+                }
+            };
+        }
+        // SAFETY: the page is page-aligned, readable and writable, zero-filled (a valid
+        // `AtomicU32`), never unmapped once published (so `'static`), and only ever accessed
+        // atomically through such references. In a child it is zero-filled again, still valid.
+        Some(unsafe { &*page })
     }
 
     pub(crate) fn current() -> u32 {
@@ -64,6 +119,13 @@ pub(crate) use imp::current;
 
 #[cfg(test)]
 mod tests {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn the_kernel_applies_wipe_on_fork_here() {
+        // The probe of `honest` holds on a real Linux kernel: the cache is in use.
+        assert!(super::imp::cache().is_some());
+    }
+
     #[test]
     fn is_the_process_id() {
         assert_eq!(super::current(), std::process::id());

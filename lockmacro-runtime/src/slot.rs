@@ -34,8 +34,8 @@ pub(crate) struct Descriptor {
 pub(crate) struct Slot {
     state: Mutex<State>,
     changed: Condvar,
-    /// Whether `fstat` of the lock file can be trusted to show every change at once (a local
-    /// filesystem), so that acquisitions may use memos (see `file::Memo`).
+    /// Whether `fstat` of the lock file can be trusted to show every change (a local
+    /// filesystem that keeps change times), so that acquisitions may use memos (`file::Memo`).
     memos: bool,
 }
 
@@ -110,7 +110,7 @@ pub(crate) enum Patience {
 
 impl Slot {
     /// The slot for `path`, shared with every live `Lock` of that path. `local`: the lock
-    /// directory is on a local filesystem.
+    /// directory is on a filesystem where memos may be used.
     pub(crate) fn for_path(path: &Path, local: bool) -> Arc<Slot> {
         static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Weak<Slot>>>> = OnceLock::new();
         let slots = SLOTS.get_or_init(Default::default);
