@@ -154,13 +154,13 @@ impl Seen {
 /// the path lookup (a no-follow `stat`, the costliest step of a repeated acquisition) and the
 /// PID read.
 ///
-/// Both are skipped when `fstat` finds the file exactly as seen then: same inode, link count,
-/// length and change time. The kernel moves the change time on every rename, link, unlink,
+/// Both are skipped when `fstat` finds the file exactly as seen then (same inode, link count,
+/// length and change time) and the last path lookup was less than [`FRESH`] ago. The kernel moves the change time on every rename, link, unlink,
 /// write or truncation of the file, so a file that an unlink, a replacement, a rename or
 /// another holder touched is caught at once and gets the full check. Left unseen is a rename of
-/// a *directory above* the file, which does not touch the file: the path lookup is therefore
-/// also made again once [`FRESH`] has passed since the last one (measured on the coarse
-/// monotonic clock, so up to one clock tick more).
+/// a *directory above* the file, which does not touch the file: hence the full check at least
+/// every [`FRESH`] (measured on the coarse monotonic clock, so up to one clock tick more), which
+/// also bounds the effect of anything odd about file times (a clock stepped back).
 ///
 /// Change times come from the kernel's coarse clock, in ticks of a few milliseconds (or whole
 /// seconds on filesystems that keep only seconds), so two changes within one tick can carry the
@@ -170,7 +170,9 @@ impl Seen {
 /// memo was made: every later change then carries a later time.
 ///
 /// Linux only, and only on local filesystems known to keep exact change times (see
-/// `fstype::keeps_change_times`); elsewhere every acquisition makes the full check.
+/// `fstype::keeps_change_times`); elsewhere every acquisition makes the full check. (A third
+/// party renaming the file while it is held, in the instant between the holder's `fstat` and
+/// its clock read, could go unseen for those 10 ms; such a rename defeats any file lock anyway.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Memo {
     pub(crate) seen: Seen,
@@ -207,9 +209,12 @@ mod clock {
 
 /// True if every change made after `now` (the coarse clock) will carry a change time other than
 /// `time`. A time without nanoseconds is taken to come from a filesystem that keeps whole
-/// seconds: then `now` must be in a later second.
+/// seconds: then `now` must be in a later second. A time at or past 2038-01-19 may be one that
+/// a filesystem with 32-bit times clamps every later change to, so it never counts as passed.
 fn passed(time: (i64, i64), now: (i64, i64)) -> bool {
-    if time.1 == 0 {
+    if time.0 >= i64::from(i32::MAX) {
+        false
+    } else if time.1 == 0 {
         time.0 < now.0
     } else {
         time < now
@@ -277,9 +282,10 @@ pub(crate) fn stamp(
             "the lock file is not a regular file",
         ));
     }
-    // Untouched since the previous acquisition, which any later change would show.
-    let untouched = memo.filter(|memo| memo.settled && memo.seen == seen);
-    let looked_up = match untouched.filter(Memo::fresh) {
+    // Untouched since the previous acquisition (which any later change would show), and that
+    // acquisition's lookup is recent: skip the lookup and the PID read.
+    let vouched = memo.filter(|memo| memo.settled && memo.seen == seen && memo.fresh());
+    let looked_up = match vouched {
         Some(memo) => {
             crate::hooks::vouched();
             Some(memo.looked_up)
@@ -291,7 +297,7 @@ pub(crate) fn stamp(
     let text = pid_line(pid, &mut buf);
     let len = PID_OFFSET + text.len() as u64;
     let ours = match memo {
-        Some(memo) if memo.ours && untouched.is_some() => true,
+        Some(memo) if vouched.is_some() => memo.ours,
         // Changed since it held our PID: most likely another holder wrote theirs.
         Some(memo) if memo.ours && memo.seen != seen => false,
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
@@ -496,6 +502,9 @@ mod tests {
                                               // Whole seconds (no nanoseconds): a change later in the same second keeps the time.
         assert!(!passed((100, 0), (100, 999_999_999)));
         assert!(passed((100, 0), (101, 0)));
+        // 32-bit times clamp every change past 2038-01-19 to the same time.
+        let max = i64::from(i32::MAX);
+        assert!(!passed((max, 0), (max + 100, 0)));
     }
 
     #[test]

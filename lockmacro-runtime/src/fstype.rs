@@ -39,9 +39,9 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
 }
 
 /// True if `dir` is on a local filesystem known to move a file's change time on every change
-/// and to answer `fstat` exactly: tmpfs, ext2/3/4, XFS, Btrfs, F2FS, overlayfs (which reports the
-/// underlying file). Only there may repeated acquisitions trust what `fstat` shows
-/// (`file::Memo`). Known on Linux only; elsewhere false.
+/// and to answer `fstat` exactly: tmpfs, ext2/3/4, XFS, Btrfs, F2FS. Only there may repeated
+/// acquisitions trust what `fstat` shows (`file::Memo`). Not overlayfs, whose times come from
+/// whatever filesystem is underneath. Known on Linux only; elsewhere false.
 pub(crate) fn keeps_change_times(dir: &Path) -> bool {
     let magic = match crate::hooks::fs_magic() {
         Some(magic) => magic,
@@ -52,7 +52,7 @@ pub(crate) fn keeps_change_times(dir: &Path) -> bool {
     };
     matches!(
         magic,
-        0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010 | 0x794c_7630
+        0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010
     )
 }
 

@@ -123,7 +123,11 @@ mod tests {
     #[test]
     fn the_kernel_applies_wipe_on_fork_here() {
         // The probe of `honest` holds on a real Linux kernel: the cache is in use.
-        assert!(super::imp::cache().is_some());
+        assert!(
+            super::imp::cache().is_some(),
+            "no PID page: MADV_WIPEONFORK refused or untrustworthy (an emulator?); every lock \
+             operation calls getpid instead"
+        );
     }
 
     #[test]
