@@ -155,9 +155,10 @@ impl Seen {
 /// PID read.
 ///
 /// Both are skipped when `fstat` finds the file exactly as seen then (same inode, link count,
-/// length and change time) and the last path lookup was less than [`FRESH`] ago. The kernel moves the change time on every rename, link, unlink,
-/// write or truncation of the file, so a file that an unlink, a replacement, a rename or
-/// another holder touched is caught at once and gets the full check. Left unseen is a rename of
+/// length and change time) and the last path lookup was less than [`FRESH`] ago. The kernel
+/// moves the change time on every rename, link, unlink, write or truncation of the file, so a
+/// file that an unlink, a replacement, a rename or another holder touched is caught at once and
+/// gets the full check. Left unseen is a rename of
 /// a *directory above* the file, which does not touch the file: hence the full check at least
 /// every [`FRESH`] (measured on the coarse monotonic clock, so up to one clock tick more), which
 /// also bounds the effect of anything odd about file times (a clock stepped back).
@@ -185,7 +186,7 @@ pub(crate) struct Memo {
 }
 
 /// How long a path lookup vouches for a file that nothing has touched since; see [`Memo`].
-pub(crate) const FRESH: std::time::Duration = std::time::Duration::from_millis(10);
+const FRESH: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod clock {
@@ -498,8 +499,9 @@ mod tests {
         use super::passed;
         assert!(passed((100, 5), (100, 6)));
         assert!(!passed((100, 5), (100, 5)));
-        assert!(!passed((100, 7), (100, 5))); // a fine-grained time ahead of the coarse clock
-                                              // Whole seconds (no nanoseconds): a change later in the same second keeps the time.
+        // A fine-grained time ahead of the coarse clock.
+        assert!(!passed((100, 7), (100, 5)));
+        // Whole seconds (no nanoseconds): a change later in the same second keeps the time.
         assert!(!passed((100, 0), (100, 999_999_999)));
         assert!(passed((100, 0), (101, 0)));
         // 32-bit times clamp every change past 2038-01-19 to the same time.

@@ -43,26 +43,22 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
 /// acquisitions trust what `fstat` shows (`file::Memo`). Not overlayfs, whose times come from
 /// whatever filesystem is underneath. Known on Linux only; elsewhere false.
 pub(crate) fn keeps_change_times(dir: &Path) -> bool {
-    let magic = match crate::hooks::fs_magic() {
-        Some(magic) => magic,
-        None => match probe(dir) {
-            Some(magic) => magic,
-            None => return false,
-        },
-    };
-    matches!(
-        magic,
-        0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010
-    )
+    magic(dir).is_some_and(|magic| {
+        matches!(
+            magic,
+            0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010
+        )
+    })
+}
+
+/// The `statfs` type of the filesystem `dir` is on (or the test hook's), where known.
+fn magic(dir: &Path) -> Option<u64> {
+    crate::hooks::fs_magic().or_else(|| probe(dir))
 }
 
 /// The network filesystem `dir` is on, if any (known on Linux only; elsewhere `None`).
 fn network_kind(dir: &Path) -> Option<&'static str> {
-    let magic = match crate::hooks::fs_magic() {
-        Some(magic) => magic,
-        None => probe(dir)?,
-    };
-    Some(match magic {
+    Some(match magic(dir)? {
         0x6969 => "NFS",
         0x517b | 0xff53_4d42 | 0xfe53_4d42 => "SMB/CIFS",
         0x6573_5546 => "FUSE",

@@ -109,9 +109,9 @@ pub(crate) enum Patience {
 }
 
 impl Slot {
-    /// The slot for `path`, shared with every live `Lock` of that path. `local`: the lock
+    /// The slot for `path`, shared with every live `Lock` of that path. `memos`: the lock
     /// directory is on a filesystem where memos may be used.
-    pub(crate) fn for_path(path: &Path, local: bool) -> Arc<Slot> {
+    pub(crate) fn for_path(path: &Path, memos: bool) -> Arc<Slot> {
         static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Weak<Slot>>>> = OnceLock::new();
         let slots = SLOTS.get_or_init(Default::default);
         let mut slots = slots
@@ -124,7 +124,7 @@ impl Slot {
         let slot = Arc::new(Slot {
             state: Mutex::default(),
             changed: Condvar::new(),
-            memos: local,
+            memos,
         });
         slots.insert(path.to_owned(), Arc::downgrade(&slot));
         slot
