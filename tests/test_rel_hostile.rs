@@ -292,10 +292,14 @@ fn squatted_lock_file_in_sticky_dir_fails_fast_as_nobody() {
     );
     eprintln!("[figures] squatted file: {msg}");
 
-    // Squatted and held by root: still a fast permission error, not a wait.
+    // Created and held by root through the runtime: in a shared directory the file is 0644, so
+    // nobody opens it read-only and is refused as a contender (cross-user exclusion), never
+    // with a permission error.
     let held = Lock::new("held-squat").dir(shared.path());
-    let guard = held.try_acquire().expect("root holds its squatted file");
-    nobody_api_refused(&dir, "held-squat", "Io", &["Permission denied"]);
+    let guard = held.try_acquire().expect("root holds its file");
+    let done = attack(["hold", &dir, "held-squat"]).under_nobody().run();
+    let err = reported_error(&done);
+    assert_eq!(err.variant, "Held", "{err:#?}");
     guard.release().expect("release");
 
     let main_path = path_of(shared.path(), MAIN_LOCK);

@@ -11,17 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 thread_local! {
-    static CHAIN: RefCell<Vec<(Arc<PathBuf>, bool)>> = const { RefCell::new(Vec::new()) };
+    static CHAIN: RefCell<Vec<(Arc<PathBuf>, bool, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How the current call chain holds the lock at `path`: `Some(false)` exclusively,
-/// `Some(true)` only shared, `None` not at all.
+/// `Some(true)` only shared, `None` not at all. Entries made before a fork are the parent's
+/// holds, not the child's (see `fork`): a forked child holds nothing.
 pub(crate) fn held(path: &Path) -> Option<bool> {
     CHAIN.with(|chain| {
         let chain = chain.borrow();
+        if chain.is_empty() {
+            return None;
+        }
+        let pid = crate::pid::current();
         let mut found = None;
-        for (p, shared) in chain.iter() {
-            if p.as_path() == path {
+        for (p, shared, holder) in chain.iter() {
+            if *holder == pid && p.as_path() == path {
                 if !shared {
                     return Some(false);
                 }
@@ -41,7 +46,8 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub(crate) fn push(path: Arc<PathBuf>, shared: bool) -> Entry {
-        CHAIN.with(|chain| chain.borrow_mut().push((path, shared)));
+        let pid = crate::pid::current();
+        CHAIN.with(|chain| chain.borrow_mut().push((path, shared, pid)));
         Entry {
             _not_send: std::marker::PhantomData,
         }

@@ -5,23 +5,37 @@
 //! would both run, which is the bug a lock exists to prevent. So it depends on no environment
 //! variable: on Linux and other Unix systems it is `/run/lock/lockmacro-<uid>` when `/run/lock` is
 //! a world-writable sticky directory (Debian, Ubuntu, Arch: a tmpfs that is neither affected by
-//! systemd's `PrivateTmp=` nor aged by temp cleaners), otherwise `/tmp/lockmacro-<uid>`. Because
-//! those parents are shared with other users, the per-user directory is created with mode 0700
-//! and then verified: a real directory (not a symlink), owned by us, not writable by anyone else.
-//! Anything else is refused with [`Error::UnsafeDir`].
+//! systemd's `PrivateTmp=` nor aged by temp cleaners), otherwise `/tmp/lockmacro-<uid>`.
 //!
-//! `LOCKMACRO_DIR` replaces the default, and `Lock::dir` / `dir = "..."` replace both. Such a
-//! directory is the user's choice and may be shared on purpose (for example `/run/lock` for
-//! machine-wide exclusion across users), so it is created if missing (mode 0700) but not
-//! required to be private; lock files in it are still opened without following symlinks.
+//! # The rules, checked at every open of a lock file
+//!
+//! A directory is never trusted from an earlier check: it can be removed and re-created by
+//! somebody else while a program runs. So every time a lock file is opened by name, the
+//! directory is opened first (`O_DIRECTORY`), the checks below are made on that descriptor
+//! (`fstat`, `fstatfs`), and the file is opened relative to it (`openat`): what was checked is
+//! what is used, whatever happens to the path in between.
+//!
+//! - **The private default directory** (created mode 0700, only its last component): a real
+//!   directory (not a symbolic link), owned by the current user, writable by nobody else.
+//! - **A shared directory** (`LOCKMACRO_DIR`, `Lock::dir`, `dir = "..."`): chosen by the user
+//!   and possibly shared with other users on purpose. Whoever owns a directory can rename or
+//!   remove any file in it, and so let a second holder in; so it must be owned by the current
+//!   user or root. If other users may write to it, it must have the sticky bit (like `/tmp` and
+//!   `/run/lock`), so that they cannot rename or remove files they do not own.
+//!   `LOCKMACRO_DIR` must be an absolute path, and only its last component is created (a typo
+//!   would otherwise create an unshared directory); `Lock::dir` creates missing parents.
+//! - **Not a network filesystem** (see `fstype`).
+//!
+//! The rules for the lock files themselves are in `file::stamp`: a regular file with one link,
+//! owned by the current user or root.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::error::Error;
 
-/// The environment variable that replaces the default lock directory.
+/// The environment variable that replaces the default lock directory. It must be an absolute
+/// path; only its last component is created if missing.
 ///
 /// An explicit [`Lock::dir`](crate::Lock::dir) (or `dir = "..."`) still takes precedence.
 ///
@@ -36,15 +50,27 @@ use crate::error::Error;
 /// ```
 pub const DIR_ENV: &str = "LOCKMACRO_DIR";
 
+/// Which rules a lock directory must meet, and how it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The private default directory.
+    Private,
+    /// `LOCKMACRO_DIR`: shared rules, absolute, last component only.
+    Env,
+    /// `Lock::dir`: shared rules, parents created.
+    Explicit,
+}
+
 /// Picks the directory for a lock: the explicit one, else `LOCKMACRO_DIR`, else the default.
-/// Returns the directory and whether it is the private default (which gets the strict checks).
-pub(crate) fn resolve(explicit: Option<PathBuf>) -> (PathBuf, bool) {
+/// A relative explicit directory is made absolute now, so that a later `chdir` does not move it.
+pub(crate) fn resolve(explicit: Option<PathBuf>) -> (PathBuf, Kind) {
     if let Some(dir) = explicit {
-        return (dir, false);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        return (dir, Kind::Explicit);
     }
     match std::env::var_os(DIR_ENV) {
-        Some(dir) if !dir.is_empty() => (PathBuf::from(dir), false),
-        _ => (default_dir(), true),
+        Some(dir) if !dir.is_empty() => (PathBuf::from(dir), Kind::Env),
+        _ => (default_dir(), Kind::Private),
     }
 }
 
@@ -55,32 +81,54 @@ pub(crate) fn resolve(explicit: Option<PathBuf>) -> (PathBuf, bool) {
 /// assert!(dir.is_absolute());
 /// ```
 pub fn default_dir() -> PathBuf {
-    static DEFAULT: OnceLock<PathBuf> = OnceLock::new();
-    DEFAULT.get_or_init(imp::default_dir).clone()
+    // Computed once; no lock is taken (two threads may both compute it), so that a child forked
+    // while another thread computes it cannot wait forever.
+    static DEFAULT: AtomicPtr<PathBuf> = AtomicPtr::new(std::ptr::null_mut());
+    let known = DEFAULT.load(Ordering::Acquire);
+    if !known.is_null() {
+        // SAFETY: published pointers come from `Box::leak` below and are never freed.
+        return unsafe { &*known }.clone();
+    }
+    let dir = imp::default_dir();
+    let leaked: *mut PathBuf = Box::leak(Box::new(dir.clone()));
+    if DEFAULT
+        .compare_exchange(
+            std::ptr::null_mut(),
+            leaked,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // SAFETY: ours lost the race and was never published.
+        drop(unsafe { Box::from_raw(leaked) });
+    }
+    dir
 }
 
-/// Directories already checked by this process.
-static READY: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-
-/// Makes sure `dir` exists and is safe, once per process and directory (again after [`forget`],
-/// which the opener calls when a lock file could not be created because the directory is gone).
-pub(crate) fn ensure(name: &str, dir: &Path, private: bool) -> Result<(), Error> {
-    let ready = READY.get_or_init(Default::default);
-    if ready.lock().is_ok_and(|set| set.contains(dir)) {
-        return Ok(());
-    }
-    imp::prepare(name, dir, private)?;
-    crate::fstype::check(name, dir)?;
-    if let Ok(mut set) = ready.lock() {
-        set.insert(dir.to_owned());
-    }
-    Ok(())
+/// The lock directory, opened and checked (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Opened {
+    #[cfg(unix)]
+    pub(crate) fd: rustix::fd::OwnedFd,
+    /// Whether repeated acquisitions may trust `fstat` alone (see `file::Memo`).
+    pub(crate) memos: bool,
+    /// The mode for new lock files: 0600 in the private directory (nobody else can reach it
+    /// anyway), 0644 in a shared one, so that other users can open them to lock them.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) file_mode: u32,
 }
 
-/// Forgets that `dir` was checked, so the next [`ensure`] checks (and creates) it again.
-pub(crate) fn forget(dir: &Path) {
-    if let Some(Ok(mut set)) = READY.get().map(Mutex::lock) {
-        set.remove(dir);
+/// Opens `dir` (creating it if missing) and checks it against the rules of `kind`.
+pub(crate) fn open(name: &str, dir: &Path, kind: Kind) -> Result<Opened, Error> {
+    imp::open(name, dir, kind)
+}
+
+fn unsafe_dir(name: &str, dir: &Path, reason: String) -> Error {
+    Error::UnsafeDir {
+        name: name.to_owned(),
+        path: dir.to_owned(),
+        reason,
     }
 }
 
@@ -88,9 +136,13 @@ pub(crate) fn forget(dir: &Path) {
 mod imp {
     use std::fs::DirBuilder;
     use std::io::ErrorKind;
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     use std::path::{Path, PathBuf};
 
+    use rustix::fd::OwnedFd;
+    use rustix::fs::{Mode, OFlags};
+
+    use super::{unsafe_dir, Kind, Opened};
     use crate::error::Error;
 
     pub(super) fn default_dir() -> PathBuf {
@@ -104,49 +156,112 @@ mod imp {
         base.join(format!("lockmacro-{uid}"))
     }
 
-    pub(super) fn prepare(name: &str, dir: &Path, private: bool) -> Result<(), Error> {
-        let mut builder = DirBuilder::new();
-        builder.mode(0o700).recursive(!private);
-        match builder.create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(name, dir, "create lock directory", e)),
+    pub(super) fn open(name: &str, dir: &Path, kind: Kind) -> Result<Opened, Error> {
+        if kind == Kind::Env && !dir.is_absolute() {
+            return Err(unsafe_dir(
+                name,
+                dir,
+                format!(
+                    "{} must be an absolute path (a relative one would name a different \
+                     directory in every working directory)",
+                    super::DIR_ENV
+                ),
+            ));
         }
-        if private {
-            verify_private(name, dir)?;
-        }
-        Ok(())
+        let fd = match open_dir(dir, kind) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create(dir, kind).map_err(|e| Error::io(name, dir, "create lock directory", e))?;
+                open_dir(dir, kind)
+            }
+            other => other,
+        };
+        let fd = fd.map_err(|e| diagnose(name, dir, kind, e))?;
+        let st = rustix::fs::fstat(&fd)
+            .map_err(|e| Error::io(name, dir, "inspect lock directory", e.into()))?;
+        check(name, dir, kind, st.st_uid, st.st_mode)?;
+        let magic = crate::fstype::magic_of(&fd);
+        crate::fstype::check(name, dir, magic)?;
+        Ok(Opened {
+            fd,
+            memos: crate::fstype::keeps_change_times(magic),
+            file_mode: if kind == Kind::Private { 0o600 } else { 0o644 },
+        })
     }
 
-    fn verify_private(name: &str, dir: &Path) -> Result<(), Error> {
-        let unsafe_dir = |reason: String| Error::UnsafeDir {
-            name: name.to_owned(),
-            path: dir.to_owned(),
-            reason,
-        };
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| Error::io(name, dir, "inspect lock directory", e))?;
-        if meta.file_type().is_symlink() {
-            return Err(unsafe_dir("it is a symbolic link".into()));
+    /// Why `dir` could not be opened: a broken rule if a status call shows one (a directory we
+    /// may not even open is often one that is not ours), else the error itself.
+    fn diagnose(name: &str, dir: &Path, kind: Kind, e: std::io::Error) -> Error {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() && kind == Kind::Private => {
+                unsafe_dir(name, dir, "it is a symbolic link".into())
+            }
+            Ok(m) if m.is_dir() => match check(name, dir, kind, m.uid(), m.mode()) {
+                Err(broken) => broken,
+                Ok(()) => Error::io(name, dir, "open lock directory", e),
+            },
+            Ok(m) if !m.file_type().is_symlink() => {
+                unsafe_dir(name, dir, "it is not a directory".into())
+            }
+            _ => Error::io(name, dir, "open lock directory", e),
         }
-        if !meta.is_dir() {
-            return Err(unsafe_dir("it is not a directory".into()));
+    }
+
+    fn open_dir(dir: &Path, kind: Kind) -> std::io::Result<OwnedFd> {
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if kind == Kind::Private {
+            flags |= OFlags::NOFOLLOW;
         }
+        Ok(rustix::fs::open(dir, flags, Mode::empty())?)
+    }
+
+    fn create(dir: &Path, kind: Kind) -> std::io::Result<()> {
+        let mut builder = DirBuilder::new();
+        builder.mode(0o700).recursive(kind == Kind::Explicit);
+        match builder.create(dir) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The rules of the module docs, on what `fstat` of the open directory says.
+    // The field types differ between platforms; some of these casts are no-ops on this one.
+    #[allow(clippy::unnecessary_cast)]
+    fn check(name: &str, dir: &Path, kind: Kind, uid: u32, mode: u32) -> Result<(), Error> {
         let me = rustix::process::geteuid().as_raw();
-        if meta.uid() != me {
-            return Err(unsafe_dir(format!(
-                "it is owned by uid {}, not by the current user (uid {me}); remove it or set {}",
-                meta.uid(),
-                super::DIR_ENV
-            )));
+        let mode = mode as u32 & 0o7777;
+        let writable_by_others = mode & 0o022 != 0;
+        let reason = if kind == Kind::Private {
+            if uid != me {
+                Some(format!(
+                    "it is owned by uid {uid}, not by the current user (uid {me}); remove it or \
+                     set {}",
+                    crate::DIR_ENV
+                ))
+            } else if writable_by_others {
+                Some(format!(
+                    "it is writable by other users (mode {mode:o}); run `chmod 700` on it"
+                ))
+            } else {
+                None
+            }
+        } else if uid != me && uid != 0 {
+            Some(format!(
+                "it is owned by uid {uid}, who could remove or replace any lock file in it; use \
+                 a directory owned by you (uid {me}) or root"
+            ))
+        } else if writable_by_others && mode & 0o1000 == 0 {
+            Some(format!(
+                "other users can write to it (mode {mode:o}) without the sticky bit, so they \
+                 could remove or replace lock files they do not own; run `chmod +t` on it"
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(unsafe_dir(name, dir, reason)),
+            None => Ok(()),
         }
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            return Err(unsafe_dir(format!(
-                "it is writable by other users (mode {mode:o}); run `chmod 700` on it"
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -154,6 +269,7 @@ mod imp {
 mod imp {
     use std::path::{Path, PathBuf};
 
+    use super::{Kind, Opened};
     use crate::error::Error;
 
     pub(super) fn default_dir() -> PathBuf {
@@ -161,7 +277,12 @@ mod imp {
         std::env::temp_dir().join("lockmacro")
     }
 
-    pub(super) fn prepare(name: &str, dir: &Path, _private: bool) -> Result<(), Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(name, dir, "create lock directory", e))
+    pub(super) fn open(name: &str, dir: &Path, _kind: Kind) -> Result<Opened, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(name, dir, "create lock directory", e))?;
+        Ok(Opened {
+            memos: false,
+            file_mode: 0o644,
+        })
     }
 }

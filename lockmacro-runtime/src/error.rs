@@ -64,8 +64,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A held lock was lost: its PostgreSQL session ended or stopped answering (see
-    /// `OnLost`, with the `postgres` feature). File locks are never lost this way.
+    /// The lock file is not safe to use: it has more than one link, or is owned by a user other
+    /// than the current one or root (who could remove or replace it while we hold it). Nothing is
+    /// written to such a file.
+    UnsafeFile {
+        /// The lock's name.
+        name: String,
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A held lock was lost (see [`OnLost`](crate::OnLost)): its file was removed or replaced
+    /// while held and could not be re-established, or its PostgreSQL session ended or stopped
+    /// answering.
     Lost {
         /// The lock's name.
         name: String,
@@ -124,6 +136,7 @@ impl Error {
             | Error::Timeout { name, .. }
             | Error::Nested { name, .. }
             | Error::UnsafeDir { name, .. }
+            | Error::UnsafeFile { name, .. }
             | Error::Lost { name, .. }
             | Error::Io { name, .. } => name,
         }
@@ -146,6 +159,7 @@ impl Error {
             | Error::Timeout { path, .. }
             | Error::Nested { path, .. }
             | Error::UnsafeDir { path, .. }
+            | Error::UnsafeFile { path, .. }
             | Error::Lost { path, .. }
             | Error::Io { path, .. } => path,
         }
@@ -230,6 +244,11 @@ impl fmt::Display for Error {
                 "refusing lock directory {} for lock `{name}`: {reason}",
                 path.display()
             ),
+            Error::UnsafeFile { name, path, reason } => write!(
+                f,
+                "refusing lock file {} for lock `{name}`: {reason}",
+                path.display()
+            ),
             Error::Lost { name, path, reason } => write!(
                 f,
                 "lost lock `{name}` while holding it ({}): {reason}",
@@ -273,7 +292,7 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source.kind(),
             Error::Nested { .. } => io::ErrorKind::Other,
             Error::Lost { .. } => io::ErrorKind::ConnectionAborted,
-            Error::UnsafeDir { .. } => io::ErrorKind::PermissionDenied,
+            Error::UnsafeDir { .. } | Error::UnsafeFile { .. } => io::ErrorKind::PermissionDenied,
         };
         io::Error::new(kind, err)
     }

@@ -12,32 +12,41 @@ const PID_OFFSET: u64 = 0;
 #[cfg(not(unix))]
 const PID_OFFSET: u64 = 1;
 
-/// Opens (creating if missing, mode 0600) the lock file read-write without following a symlink
-/// in the last component, without truncating, close-on-exec. `O_NONBLOCK` keeps a planted FIFO
-/// from hanging the open; anything but a regular file is refused by [`stamp`], whose `fstat`
-/// sees the type anyway (a second status call here would cost every `cleanup` cycle).
+/// Opens (creating if missing, with `mode`, see `dir::Opened`) the lock file `name` in the open,
+/// checked directory `dir`, without following a symlink, without truncating, close-on-exec. Read-write if we may,
+/// else read-only (flock works on a read-only descriptor: another user's lock file, created by
+/// root in a shared directory, can still be locked; no PID is written then). `O_NONBLOCK` keeps
+/// a planted FIFO from hanging the open; anything but a regular file, with one link, owned by
+/// us or root, is refused by [`stamp`], whose `fstat` sees all of it anyway.
 #[cfg(unix)]
-pub(crate) fn open(path: &Path) -> io::Result<File> {
-    use rustix::fs::OFlags;
-    use std::os::unix::fs::OpenOptionsExt;
+pub(crate) fn open_at(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    mode: u32,
+) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
 
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-                io::Error::new(
-                    e.kind(),
-                    "the lock file is a symbolic link; refusing to follow it",
-                )
-            } else {
-                e
-            }
-        })
+    let base = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(mode as rustix::fs::RawMode);
+    let open = |flags: OFlags| rustix::fs::openat(dir, name, base | flags, mode);
+    let opened = match open(OFlags::RDWR | OFlags::CREATE) {
+        // Another user's file in a sticky directory (`fs.protected_regular` refuses `O_CREAT`
+        // there), or one we may only read: open what exists, read-write if we may.
+        Err(rustix::io::Errno::ACCESS) => match open(OFlags::RDWR) {
+            Err(rustix::io::Errno::ACCESS) => open(OFlags::RDONLY),
+            Err(rustix::io::Errno::NOENT) => Err(rustix::io::Errno::ACCESS),
+            other => other,
+        },
+        other => other,
+    };
+    match opened {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::LOOP) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the lock file is a symbolic link; refusing to follow it",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(not(unix))]
@@ -53,26 +62,34 @@ pub(crate) fn open(path: &Path) -> io::Result<File> {
     require_regular(file)
 }
 
-/// Opens an existing lock file for inspection only; `Ok(None)` if there is none.
-pub(crate) fn open_existing(path: &Path) -> io::Result<Option<File>> {
-    #[cfg(unix)]
-    let opened = {
-        use rustix::fs::OFlags;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
-            .open(path)
-    };
-    #[cfg(not(unix))]
-    let opened = std::fs::OpenOptions::new().read(true).open(path);
+/// Opens an existing lock file for inspection only; `Ok(None)` if there is none. (Registered
+/// like every lock file: where `holder()` probes with a lock, a forked child must not keep it.)
+pub(crate) fn open_existing(path: &Path) -> io::Result<Option<crate::fork::LockFile>> {
+    let opened = crate::fork::LockFile::open_with(|| {
+        #[cfg(unix)]
+        {
+            use rustix::fs::OFlags;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
+                .open(path)
+        }
+        #[cfg(not(unix))]
+        std::fs::OpenOptions::new().read(true).open(path)
+    });
     match opened {
-        Ok(file) => require_regular(file).map(Some),
+        Ok(file) if file.metadata()?.is_file() => Ok(Some(file)),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the lock file is not a regular file",
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+#[cfg(not(unix))]
 fn require_regular(file: File) -> io::Result<File> {
     if file.metadata()?.is_file() {
         Ok(file)
@@ -92,6 +109,7 @@ pub(crate) struct Seen {
     dev: u64,
     ino: u64,
     nlink: u64,
+    uid: u32,
     len: u64,
     ctime: (i64, i64),
 }
@@ -109,6 +127,7 @@ impl Seen {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             nlink: st.st_nlink as u64,
+            uid: st.st_uid as u32,
             len: st.st_size as u64,
             ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
         })
@@ -122,9 +141,32 @@ impl Seen {
             dev: 0,
             ino: 0,
             nlink: 1,
+            uid: 0,
             len: file.metadata()?.len(),
             ctime: (0, 0),
         })
+    }
+
+    /// The rules for a lock file, past being a regular file: one link (a second name would be a
+    /// hard link planted at the lock path, perhaps to a file that is not ours to write), and owned
+    /// by us or root (the owner of a file in a sticky directory may rename or remove it at any
+    /// time, letting a second holder in). `Ok(true)` if it is ours, `Ok(false)` if root's (we
+    /// lock it but never write it), else why not.
+    pub(crate) fn trusted(&self) -> Result<bool, String> {
+        if self.nlink > 1 {
+            return Err(format!(
+                "it has {} links (a hard link to another file?); remove it",
+                self.nlink
+            ));
+        }
+        let me = euid();
+        if self.uid != me && self.uid != 0 {
+            return Err(format!(
+                "it is owned by uid {}, who could remove or replace it while we hold it; remove                  it, or use a directory only you (uid {me}) or root can write",
+                self.uid
+            ));
+        }
+        Ok(self.uid == me)
     }
 
     /// True if `path` still names this file: it has not been unlinked, and a no-follow `stat` of
@@ -183,6 +225,8 @@ pub(crate) struct Memo {
     settled: bool,
     /// At `seen`, the file held our PID.
     ours: bool,
+    /// The file is owned by us (we write our PID into it).
+    mine: bool,
 }
 
 /// How long a path lookup vouches for a file that nothing has touched since; see [`Memo`].
@@ -224,12 +268,13 @@ fn passed(time: (i64, i64), now: (i64, i64)) -> bool {
 
 impl Memo {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn new(seen: Seen, looked_up: Option<std::time::Duration>, ours: bool) -> Memo {
+    fn new(seen: Seen, looked_up: Option<std::time::Duration>, ours: bool, mine: bool) -> Memo {
         Memo {
             seen,
             looked_up: looked_up.unwrap_or_else(clock::monotonic),
             settled: passed(seen.ctime, clock::realtime()),
             ours,
+            mine,
         }
     }
 
@@ -239,18 +284,31 @@ impl Memo {
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn new(seen: Seen, _looked_up: Option<std::time::Duration>, ours: bool) -> Memo {
+    fn new(seen: Seen, _looked_up: Option<std::time::Duration>, ours: bool, mine: bool) -> Memo {
         Memo {
             seen,
             looked_up: std::time::Duration::ZERO,
             settled: false,
             ours,
+            mine,
         }
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn fresh(&self) -> bool {
         false
+    }
+}
+
+/// The effective user ID (0 where there is none).
+fn euid() -> u32 {
+    #[cfg(unix)]
+    {
+        rustix::process::geteuid().as_raw()
+    }
+    #[cfg(not(unix))]
+    {
+        0
     }
 }
 
@@ -261,6 +319,8 @@ pub(crate) enum Stamped {
     Stale,
     /// Ours, with our PID recorded; what to remember for the next acquisition.
     Held(Option<Memo>),
+    /// The file breaks the rules for lock files (see [`Seen::trusted`]): why.
+    Untrusted(String),
 }
 
 /// After locking: checks that `path` still names the open `file` (same device and inode, not
@@ -294,6 +354,14 @@ pub(crate) fn stamp(
         None if check_identity && !seen.named_by(path)? => return Ok(Stamped::Stale),
         None => None,
     };
+    // (A vouched file is exactly as trusted before.)
+    let mine = match vouched {
+        Some(memo) => memo.mine,
+        None => match seen.trusted() {
+            Ok(mine) => mine,
+            Err(reason) => return Ok(Stamped::Untrusted(reason)),
+        },
+    };
     let mut buf = [0u8; 11];
     let text = pid_line(pid, &mut buf);
     let len = PID_OFFSET + text.len() as u64;
@@ -304,15 +372,15 @@ pub(crate) fn stamp(
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
         _ => seen.len == len && contains(file, text),
     };
-    if !ours {
+    if !ours && mine {
         // The PID is information, never authority: failing to record it (a full disk, a
-        // quota) must not fail the lock, which we hold.
+        // quota) must not fail the lock, which we hold. Only written into a file of our own.
         // Only a longer previous PID needs cutting; a fresh (empty) file already has the length.
         if write_at(file, text, PID_OFFSET).is_ok() && seen.len > len {
             let _ = file.set_len(len);
         }
     }
-    Ok(Stamped::Held(Some(Memo::new(seen, looked_up, ours))))
+    Ok(Stamped::Held(Some(Memo::new(seen, looked_up, ours, mine))))
 }
 
 /// True if the file holds `text` at the PID's offset.
@@ -478,18 +546,50 @@ pub(crate) fn kernel_holders(_file: &File) -> Option<Vec<u32>> {
     None
 }
 
-/// Best knowledge of the holder's PID once we know the lock is taken: the PID in the file if the
-/// kernel confirms it holds the lock, else one of the kernel's holders, else the file's PID.
-pub(crate) fn holder_pid(file: &File) -> Option<u32> {
+/// Best knowledge of who holds a lock that is taken.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Holder {
+    /// The PID in the file if the kernel confirms it holds the lock, else one of the kernel's
+    /// holders, else the file's PID.
+    pub(crate) pid: Option<u32>,
+    /// The kernel names holders, none of which recorded its PID in the file: a locker other
+    /// than lockmacro (`flock(1)`, a script), or one that could not write the file.
+    pub(crate) foreign: bool,
+}
+
+pub(crate) fn holder(file: &File) -> Holder {
     let recorded = read_pid(file);
     match kernel_holders(file) {
-        Some(pids) if pids.is_empty() => recorded,
-        Some(pids) => match recorded {
-            Some(pid) if pids.contains(&pid) => Some(pid),
-            _ => pids.into_iter().min(),
+        Some(pids) if pids.is_empty() => Holder {
+            pid: recorded,
+            foreign: false,
         },
-        None => recorded,
+        Some(pids) => match recorded {
+            Some(pid) if pids.contains(&pid) => Holder {
+                pid: Some(pid),
+                foreign: false,
+            },
+            _ => Holder {
+                pid: pids.into_iter().min(),
+                foreign: true,
+            },
+        },
+        None => Holder {
+            pid: recorded,
+            foreign: false,
+        },
     }
+}
+
+pub(crate) fn holder_pid(file: &File) -> Option<u32> {
+    holder(file).pid
+}
+
+/// Writes `pid` as the holder's (a new file that nobody else can have yet).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) fn write_pid(file: &File, pid: u32) {
+    let mut buf = [0u8; 11];
+    let _ = write_at(file, pid_line(pid, &mut buf), PID_OFFSET);
 }
 
 #[cfg(test)]

@@ -21,8 +21,10 @@ use crate::error::Error;
 /// ```
 pub const ALLOW_NETWORK_FS_ENV: &str = "LOCKMACRO_ALLOW_NETWORK_FS";
 
-pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
-    let Some(kind) = network_kind(dir) else {
+/// Refuses a lock directory on a network filesystem; `magic` is its `statfs` type (see
+/// [`magic_of`]).
+pub(crate) fn check(name: &str, dir: &Path, magic: Option<u64>) -> Result<(), Error> {
+    let Some(kind) = magic.and_then(network_kind) else {
         return Ok(());
     };
     if std::env::var_os(ALLOW_NETWORK_FS_ENV).is_some_and(|v| v == "1") {
@@ -38,12 +40,12 @@ pub(crate) fn check(name: &str, dir: &Path) -> Result<(), Error> {
     })
 }
 
-/// True if `dir` is on a local filesystem known to move a file's change time on every change
+/// True if `magic` is a local filesystem known to move a file's change time on every change
 /// and to answer `fstat` exactly: tmpfs, ext2/3/4, XFS, Btrfs, F2FS. Only there may repeated
 /// acquisitions trust what `fstat` shows (`file::Memo`). Not overlayfs, whose times come from
 /// whatever filesystem is underneath. Known on Linux only; elsewhere false.
-pub(crate) fn keeps_change_times(dir: &Path) -> bool {
-    magic(dir).is_some_and(|magic| {
+pub(crate) fn keeps_change_times(magic: Option<u64>) -> bool {
+    magic.is_some_and(|magic| {
         matches!(
             magic,
             0x0102_1994 | 0xef53 | 0x5846_5342 | 0x9123_683e | 0xf2f5_2010
@@ -51,14 +53,16 @@ pub(crate) fn keeps_change_times(dir: &Path) -> bool {
     })
 }
 
-/// The `statfs` type of the filesystem `dir` is on (or the test hook's), where known.
-fn magic(dir: &Path) -> Option<u64> {
+/// The `statfs` type of the filesystem of the open directory `dir` (or the test hook's), where
+/// known (Linux only).
+#[cfg(unix)]
+pub(crate) fn magic_of(dir: &rustix::fd::OwnedFd) -> Option<u64> {
     crate::hooks::fs_magic().or_else(|| probe(dir))
 }
 
-/// The network filesystem `dir` is on, if any (known on Linux only; elsewhere `None`).
-fn network_kind(dir: &Path) -> Option<&'static str> {
-    Some(match magic(dir)? {
+/// The network filesystem of this `statfs` type, if it is one.
+fn network_kind(magic: u64) -> Option<&'static str> {
+    Some(match magic {
         0x6969 => "NFS",
         0x517b | 0xff53_4d42 | 0xfe53_4d42 => "SMB/CIFS",
         0x6573_5546 => "FUSE",
@@ -72,29 +76,39 @@ fn network_kind(dir: &Path) -> Option<&'static str> {
 }
 
 #[cfg(target_os = "linux")]
-fn probe(dir: &Path) -> Option<u64> {
+fn probe(dir: &rustix::fd::OwnedFd) -> Option<u64> {
     #[allow(clippy::unnecessary_cast, clippy::cast_sign_loss)]
-    rustix::fs::statfs(dir).ok().map(|s| s.f_type as u64)
+    rustix::fs::fstatfs(dir).ok().map(|s| s.f_type as u64)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn probe(_dir: &Path) -> Option<u64> {
+#[cfg(all(unix, not(target_os = "linux")))]
+fn probe(_dir: &rustix::fd::OwnedFd) -> Option<u64> {
     None
 }
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_os = "linux")]
+    fn probe(dir: &str) -> Option<u64> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).ok()?;
+        super::probe(&fd)
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
     fn local_directories_pass() {
-        assert_eq!(super::network_kind(&std::env::temp_dir()), None);
+        let magic = probe(&std::env::temp_dir().to_string_lossy());
+        assert_eq!(magic.and_then(super::network_kind), None);
+        assert_eq!(super::network_kind(0x6969), Some("NFS"));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn tmpfs_keeps_change_times() {
-        let shm = std::path::Path::new("/dev/shm");
-        if super::probe(shm) == Some(0x0102_1994) {
-            assert!(super::keeps_change_times(shm));
+        let magic = probe("/dev/shm");
+        if magic == Some(0x0102_1994) {
+            assert!(super::keeps_change_times(magic));
         }
     }
 }

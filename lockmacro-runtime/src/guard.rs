@@ -1,4 +1,3 @@
-use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::path::Path;
@@ -6,14 +5,16 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::file;
+use crate::fork::LockFile;
 use crate::lock::Lock;
-use crate::slot::Slot;
+use crate::slot::{Slot, Verdict};
 use crate::trace;
 
 /// Proof that a lock is held; dropping it releases the lock.
 ///
-/// It owns its open file, so it can be stored, returned or sent to another thread (`Send`). If
-/// the process forks, a guard dropped in the child does nothing: the parent still holds the lock.
+/// It can be stored, returned or sent to another thread (`Send`). The lock belongs to the
+/// process that acquired it: if that process forks, the child holds nothing (see the README's
+/// fork rules), and a guard dropped in the child does nothing.
 ///
 /// ```
 /// use lockmacro_runtime::Lock;
@@ -105,9 +106,12 @@ impl LockGuard {
         self.lock.spec().shared
     }
 
-    /// Whether the lock was lost while held. Only a PostgreSQL lock held with
-    /// `OnLost::Report` can be lost (with the default `OnLost::Exit` the process exits
-    /// instead); a file lock is held until released, so this is always false for it.
+    /// Whether the lock was lost while held: `check().is_err()`, so it looks again at every
+    /// call. A file lock is lost when its file was removed or replaced while held and could not
+    /// be re-established on a new file at the path (see the README); a PostgreSQL lock when its
+    /// session ended or stopped answering. With the default [`OnLost::Exit`](crate::OnLost) the
+    /// process exits as soon as that is noticed (by the watch, or by this call), so only a lock
+    /// held with `OnLost::Report` is ever seen lost here.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -120,12 +124,14 @@ impl LockGuard {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn is_lost(&self) -> bool {
-        self.lost_reason().is_some()
+        self.check().is_err()
     }
 
     /// `Err(Error::Lost { .. })` if the lock was lost while held (see
     /// [`is_lost`](LockGuard::is_lost)): call it before committing work that must only happen
-    /// under the lock.
+    /// under the lock. For a file lock it looks the path up at every call: `Ok` means the path
+    /// names the file this guard holds locked, now. In a forked child, a guard inherited from the
+    /// parent is `Err`: the lock is the parent's.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -145,9 +151,34 @@ impl LockGuard {
         }
     }
 
-    /// A future that completes with [`Error::Lost`] when the lock is lost, and never for a lock
-    /// that cannot be (a file lock). Race it against the guarded work to stop as soon as the lock
-    /// is gone, for example with `tokio::select!`.
+    /// Why the lock is not held by this guard now, looking again.
+    fn lost_reason(&self) -> Option<String> {
+        #[cfg(feature = "postgres")]
+        if let Some(hold) = &self.pg {
+            return hold.lost_reason();
+        }
+        if crate::pid::current() != self.pid {
+            return Some(format!(
+                "this guard was inherited through fork: the lock belongs to process {}",
+                self.pid
+            ));
+        }
+        if self.released {
+            return None;
+        }
+        let slot = self.lock.slot();
+        match crate::watch::check(&slot) {
+            Verdict::Fine => None,
+            Verdict::Lost { reason, exit: true } => crate::watch::exit_lost(&slot, reason),
+            Verdict::Lost { reason, .. } => Some(reason),
+        }
+    }
+
+    /// A future that completes with [`Error::Lost`] when the lock is lost (with
+    /// `OnLost::Report`; with `OnLost::Exit` the process exits instead). Race it against the
+    /// guarded work to stop as soon as the lock is gone, for example with `tokio::select!`. For a
+    /// file lock it is woken by the watch (Linux; elsewhere only a loss found by
+    /// [`check`](LockGuard::check) wakes it).
     ///
     /// ```
     /// use std::future::Future;
@@ -163,20 +194,20 @@ impl LockGuard {
     pub fn lost(&self) -> impl Future<Output = Error> + Send + '_ {
         std::future::poll_fn(move |cx| {
             #[cfg(feature = "postgres")]
-            if let Some(reason) = self.pg.as_ref().and_then(|hold| hold.watch(cx.waker())) {
-                return std::task::Poll::Ready(self.lost_error(reason));
+            if let Some(hold) = &self.pg {
+                return match hold.watch(cx.waker()) {
+                    Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
+                    None => std::task::Poll::Pending,
+                };
             }
-            let _ = cx;
-            std::task::Poll::Pending
+            if crate::pid::current() != self.pid {
+                return std::task::Poll::Pending; // the parent's lock: nothing to watch here
+            }
+            match self.lock.slot().watch_lost(cx.waker()) {
+                Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
+                None => std::task::Poll::Pending,
+            }
         })
-    }
-
-    fn lost_reason(&self) -> Option<String> {
-        #[cfg(feature = "postgres")]
-        if let Some(hold) = &self.pg {
-            return hold.lost_reason();
-        }
-        None
     }
 
     fn lost_error(&self, reason: String) -> Error {
@@ -238,7 +269,7 @@ impl LockGuard {
             return Ok(()); // other shared holders of this process keep the kernel lock
         }
         let result = match slot.held_file() {
-            Some((f, seen)) => self.release_kernel_lock(slot, f, seen),
+            Some((f, seen)) => self.release_kernel_lock(&slot, f, seen),
             None => Ok(()),
         };
         slot.released();
@@ -249,7 +280,7 @@ impl LockGuard {
     fn release_kernel_lock(
         &self,
         slot: &Slot,
-        f: Arc<File>,
+        f: Arc<LockFile>,
         seen: Option<file::Seen>,
     ) -> Result<(), Error> {
         let spec = self.lock.spec();
@@ -264,8 +295,11 @@ impl LockGuard {
         }
         if spec.cleanup {
             let result = unlink_if_last(&f, seen, spec.shared, &spec.path);
+            // Unlocked explicitly, after the unlink: closing would not release it if another
+            // process still had the open file (see `fork`).
+            file::unlock(&f);
             slot.discard_file();
-            drop(f); // the last reference: closing releases the kernel lock, after the unlink
+            drop(f);
             return result.map_err(|e| spec.io_error("remove lock file", e));
         }
         if !file::unlock(&f) {
@@ -279,7 +313,12 @@ impl LockGuard {
 /// believe they hold the lock at the path. A shared holder removes it only if it can convert to
 /// exclusive without waiting, that is when it is the last holder; if two leave at the same
 /// instant, neither may, and the file stays behind, which is harmless.
-fn unlink_if_last(f: &File, seen: Option<file::Seen>, shared: bool, path: &Path) -> io::Result<()> {
+fn unlink_if_last(
+    f: &LockFile,
+    seen: Option<file::Seen>,
+    shared: bool,
+    path: &Path,
+) -> io::Result<()> {
     if shared && !file::try_lock(f, false)? {
         return Ok(()); // others still hold it shared
     }

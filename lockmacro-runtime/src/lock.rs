@@ -1,24 +1,27 @@
-use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::file::Stamped;
+use crate::fork::LockFile;
 use crate::guard::LockGuard;
+use crate::lost::OnLost;
 use crate::notice::Notice;
-use crate::slot::{Admission, Patience, Proxied, Slot};
+use crate::once::OnceArc;
+use crate::slot::{Admission, Patience, Place, Proxied, Slot};
 use crate::{chain, dir, file, name, slot, trace, wait};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
 /// no I/O beyond looking up the default directory; nothing is locked until you acquire it.
 ///
-/// Threads and async tasks of one process exclude each other exactly like processes do: every
-/// acquisition opens its own descriptor, and flock locks belong to the open file.
+/// Threads and async tasks of one process exclude each other exactly like processes do: the
+/// process keeps one descriptor per lock file and admits one thread at a time to it (or any
+/// number of shared holders), and the kernel's flock lock decides between processes.
 ///
 /// ```
 /// use lockmacro_runtime::Lock;
@@ -39,20 +42,24 @@ pub struct Lock {
 pub(crate) struct Spec {
     pub(crate) name: String,
     pub(crate) dir: PathBuf,
-    pub(crate) private_dir: bool,
+    pub(crate) kind: dir::Kind,
     pub(crate) path: Arc<PathBuf>,
     pub(crate) cleanup: bool,
     pub(crate) shared: bool,
     /// Whether a long wait is announced on stderr (see `notice`).
     pub(crate) notice: bool,
+    /// What a holder does if the lock is lost while held.
+    pub(crate) on_lost: OnLost,
     /// Set for a PostgreSQL lock; `path` and `key` then name the server and the key.
     #[cfg(feature = "postgres")]
     pub(crate) pg: Option<crate::pg::PgSpec>,
-    /// This process's state for the lock file, shared by every `Lock` of the same file.
-    slot: OnceLock<Arc<Slot>>,
+    /// This process's state for the lock file, shared by every `Lock` of the same path (in the
+    /// process that made it; a forked child looks its own up).
+    slot: OnceArc<Slot>,
     /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
-    /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock.
-    key: OnceLock<Arc<PathBuf>>,
+    /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
+    /// check (the call chain).
+    key: OnceArc<PathBuf>,
 }
 
 /// How long an acquisition may wait.
@@ -70,7 +77,7 @@ enum Attempt {
     Stale,
     /// Admitted in this process, but another process holds the kernel lock; we keep the
     /// admission so that a proxy can wait in the kernel for us.
-    Admitted(Arc<File>, u32),
+    Admitted(Arc<LockFile>, u32),
 }
 
 impl Spec {
@@ -78,16 +85,18 @@ impl Spec {
     fn set_pg(&mut self, pg: crate::pg::PgSpec) {
         let locator = Arc::new(PathBuf::from(pg.locator()));
         self.path = Arc::clone(&locator);
-        self.key = OnceLock::from(locator);
-        self.slot = OnceLock::new();
+        self.key = OnceArc::with(locator);
+        self.slot = OnceArc::new();
         self.pg = Some(pg);
     }
 
     #[cfg(feature = "postgres")]
     fn pg_or_default(&self) -> crate::pg::PgSpec {
-        self.pg
-            .clone()
-            .unwrap_or_else(|| crate::pg::PgSpec::new(None, &self.name))
+        self.pg.clone().unwrap_or_else(|| {
+            let mut pg = crate::pg::PgSpec::new(None, &self.name);
+            pg.on_lost = self.on_lost;
+            pg
+        })
     }
 
     /// The PostgreSQL lease (how long a release may wait for the server, too).
@@ -119,31 +128,35 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn new(name: impl Into<String>) -> Lock {
-        let (dir, private_dir) = dir::resolve(None);
-        Lock::from_parts(name.into(), dir, private_dir)
+        let (dir, kind) = dir::resolve(None);
+        Lock::from_parts(name.into(), dir, kind)
     }
 
-    fn from_parts(name: String, dir: PathBuf, private_dir: bool) -> Lock {
+    fn from_parts(name: String, dir: PathBuf, kind: dir::Kind) -> Lock {
         let path = Arc::new(dir.join(name::file_name(&name)));
         Lock {
             spec: Arc::new(Spec {
                 name,
                 dir,
-                private_dir,
+                kind,
                 path,
                 cleanup: false,
                 shared: false,
                 notice: false,
+                on_lost: OnLost::Exit,
                 #[cfg(feature = "postgres")]
                 pg: None,
-                slot: OnceLock::new(),
-                key: OnceLock::new(),
+                slot: OnceArc::new(),
+                key: OnceArc::new(),
             }),
         }
     }
 
-    /// Keeps the lock file in `dir` instead of the default directory. The directory is created
-    /// (mode 0700) if missing; it may be shared with other users on purpose.
+    /// Keeps the lock file in `dir` instead of the default directory. A relative `dir` is made
+    /// absolute now, against the current directory, so a later `chdir` does not move the lock.
+    /// The directory is created (mode 0700, with its parents) if missing. It may be shared with
+    /// other users on purpose; then it must be owned by you or root, and have the sticky bit if
+    /// others may write to it (see the README's rules for shared directories).
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -157,13 +170,14 @@ impl Lock {
     /// ```
     #[must_use]
     pub fn dir(self, dir: impl Into<PathBuf>) -> Lock {
-        let (dir, private_dir) = dir::resolve(Some(dir.into()));
+        let (dir, kind) = dir::resolve(Some(dir.into()));
         let spec = &self.spec;
-        let mut lock = Lock::from_parts(spec.name.clone(), dir, private_dir);
+        let mut lock = Lock::from_parts(spec.name.clone(), dir, kind);
         let new = Arc::make_mut(&mut lock.spec);
         new.cleanup = spec.cleanup;
         new.shared = spec.shared;
         new.notice = spec.notice;
+        new.on_lost = spec.on_lost;
         #[cfg(feature = "postgres")]
         if let Some(pg) = &spec.pg {
             new.set_pg(pg.clone());
@@ -171,9 +185,13 @@ impl Lock {
         lock
     }
 
-    /// Removes the lock file when the lock is released (race-free: it is unlinked while still
-    /// locked, and every acquirer re-checks the file's identity). Costs several times a plain
-    /// lock cycle; the default keeps the file, as flock(1) and cargo do.
+    /// Removes the lock file when the lock is released. It is unlinked while still locked, and
+    /// every lockmacro acquirer re-checks the identity of the file it locked, so among lockmacro
+    /// processes this is race-free. **Not with lockers that do not re-check** (`flock(1)`, shell
+    /// recipes, Python's `fcntl.flock`): one of them waiting on the removed file wakes up holding
+    /// it while a lockmacro process locks the new file, and both run. Use the default (keep the
+    /// file, as flock(1) and cargo do) whenever such a locker shares the lock. Costs several
+    /// times a plain lock cycle.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -313,19 +331,30 @@ impl Lock {
         self.with_pg(|pg| pg.lease = lease.max(Duration::from_millis(1)))
     }
 
-    /// What a holder does when its PostgreSQL lock is lost: exit the process (the default) or
-    /// let the guard report it ([`OnLost`](crate::OnLost)).
+    /// What a holder does when the lock is lost while held: exit the process (the default) or
+    /// let the guard report it ([`OnLost`]). A file lock is lost when its file is removed or
+    /// replaced while held and cannot be re-established (see the README); a PostgreSQL lock when
+    /// its session ends or stops answering.
     ///
     /// ```
     /// use lockmacro_runtime::{Lock, OnLost};
     ///
-    /// let lock = Lock::new("sync-job").postgres_from_env().on_lost(OnLost::Report);
-    /// # drop(lock);
+    /// let lock = Lock::new("sync-job")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-lock-on-lost"))
+    ///     .on_lost(OnLost::Report);
+    /// let guard = lock.try_acquire()?;
+    /// assert!(!guard.is_lost());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
-    #[cfg(feature = "postgres")]
     #[must_use]
-    pub fn on_lost(self, on_lost: crate::pg::OnLost) -> Lock {
-        self.with_pg(|pg| pg.on_lost = on_lost)
+    pub fn on_lost(mut self, on_lost: OnLost) -> Lock {
+        let spec = Arc::make_mut(&mut self.spec);
+        spec.on_lost = on_lost;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = &mut spec.pg {
+            pg.on_lost = on_lost;
+        }
+        self
     }
 
     /// Makes this a PostgreSQL lock (if it is not yet) and changes its settings with `change`.
@@ -553,27 +582,39 @@ impl Lock {
         }
     }
 
-    pub(crate) fn slot(&self) -> &Arc<Slot> {
-        self.spec.slot.get_or_init(|| {
-            // Create the directory first so that the key is canonical; a failure here is
-            // reported by the open that follows.
-            let spec = &self.spec;
-            let _ = dir::ensure(&spec.name, &spec.dir, spec.private_dir);
-            Slot::for_path(&self.key(), crate::fstype::keeps_change_times(&spec.dir))
-        })
+    /// This process's slot for the lock file (see `slot`).
+    pub(crate) fn slot(&self) -> Arc<Slot> {
+        let pid = crate::pid::current();
+        let slot = self.spec.slot.get_or_init(|| self.find_slot(pid));
+        if slot.pid == pid {
+            slot
+        } else {
+            self.find_slot(pid) // a forked child: the cached slot is the parent's
+        }
+    }
+
+    fn find_slot(&self, pid: u32) -> Arc<Slot> {
+        let spec = &self.spec;
+        let place = || Place {
+            name: spec.name.clone(),
+            dir: spec.dir.clone(),
+            kind: spec.kind,
+            path: spec.path.to_path_buf(),
+        };
+        Slot::for_place(place, &spec.path, pid)
     }
 
     /// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
     pub(crate) fn key(&self) -> Arc<PathBuf> {
         if let Some(key) = self.spec.key.get() {
-            return Arc::clone(key);
+            return key;
         }
         let Ok(dir) = std::fs::canonicalize(&self.spec.dir) else {
             // No directory yet, so nothing can hold a lock in it yet; try again next time.
             return Arc::clone(&self.spec.path);
         };
         let name = self.spec.path.file_name().unwrap_or_default();
-        Arc::clone(self.spec.key.get_or_init(|| Arc::new(dir.join(name))))
+        self.spec.key.get_or_init(|| Arc::new(dir.join(name)))
     }
 
     /// The synchronous acquisition, without the nested-call check.
@@ -668,13 +709,13 @@ impl Lock {
 
     /// Finishes a proxied wait: `Some(Got | Stale)` once the proxy is done, `None` if the
     /// waiter gave up and the proxy keeps the admission.
-    fn proxied(&self, outcome: Proxied, f: &File, pid: u32) -> Result<Option<Attempt>, Error> {
+    fn proxied(&self, outcome: Proxied, f: &LockFile, pid: u32) -> Result<Option<Attempt>, Error> {
         let spec = &self.spec;
         let slot = self.slot();
         match outcome {
             Proxied::Pending => Ok(None),
             Proxied::Done(Ok(())) => {
-                let attempt = self.finish(slot, f, pid, slot.memo());
+                let attempt = self.finish(&slot, f, pid, slot.memo());
                 if !matches!(attempt, Ok(Attempt::Got(_))) {
                     slot.released();
                 }
@@ -708,13 +749,16 @@ impl Lock {
             Wait::Block => Patience::Forever,
             Wait::Until(deadline, _) => Patience::Until(deadline),
         };
-        let pid = crate::pid::current();
-        match slot.admit(spec.shared, patience, pid) {
+        let pid = slot.pid;
+        match slot.admit(spec.shared, patience) {
             Admission::Busy => return Ok(Attempt::Busy),
-            Admission::Joined => return Ok(Attempt::Got(LockGuard::new(self.clone(), pid))),
+            Admission::Joined => {
+                slot.joined(spec.on_lost == OnLost::Exit);
+                return Ok(Attempt::Got(LockGuard::new(self.clone(), pid)));
+            }
             Admission::First => {}
         }
-        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid, keep);
+        let outcome = self.take_kernel_lock(&slot, matches!(wait, Wait::Block), pid, keep);
         if !matches!(outcome, Ok(Attempt::Got(_) | Attempt::Admitted(..))) {
             slot.released();
         }
@@ -723,7 +767,7 @@ impl Lock {
 
     fn take_kernel_lock(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         block: bool,
         pid: u32,
         keep: bool,
@@ -735,8 +779,9 @@ impl Lock {
             fresh,
         } = slot.file(|| self.open())?;
         let lock_error = |e| spec.io_error("lock", e);
-        if block && fresh {
-            // Just opened by path, so live: wait in one call (`finish` checks the file).
+        if block && fresh && !spec.shared {
+            // Just opened by path, so live: wait in one call (`finish` checks the file). (A
+            // shared request tries first, see `Slot::admit`.)
             file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
             return self.finish(slot, &f, pid, memo);
         }
@@ -758,6 +803,7 @@ impl Lock {
             return Ok(Attempt::Stale);
         }
         if block {
+            slot.blocking();
             file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
             return self.finish(slot, &f, pid, memo);
         }
@@ -772,47 +818,53 @@ impl Lock {
     /// `memo` is the slot's memo of `f` (see `file::Memo`).
     fn finish(
         &self,
-        slot: &Slot,
-        f: &File,
+        slot: &Arc<Slot>,
+        f: &LockFile,
         pid: u32,
         memo: Option<file::Memo>,
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let check_identity = !crate::hooks::broken("no-identity-check");
-        match file::stamp(f, &spec.path, check_identity, pid, memo) {
+        let outcome = file::stamp(f, &spec.path, check_identity, pid, memo);
+        if !matches!(outcome, Ok(Stamped::Held(_))) {
+            // Not ours to keep: unlock now rather than when the last reference closes it.
+            file::unlock(f);
+            slot.discard_file();
+        }
+        match outcome {
             Ok(Stamped::Held(now)) => {
                 if now != memo {
                     slot.remember(now);
                 }
-                slot.locked(spec.shared);
+                slot.locked(spec.shared, spec.on_lost == OnLost::Exit);
                 Ok(Attempt::Got(LockGuard::new(self.clone(), pid)))
             }
-            Ok(Stamped::Stale) => {
-                // Dropping the slot's reference (and then the caller's) closes the dead file,
-                // which unlocks it.
-                slot.discard_file();
-                Ok(Attempt::Stale)
-            }
-            Err(e) => {
-                slot.discard_file();
-                Err(spec.io_error("check and stamp lock file", e))
-            }
+            Ok(Stamped::Stale) => Ok(Attempt::Stale),
+            Ok(Stamped::Untrusted(reason)) => Err(Error::UnsafeFile {
+                name: spec.name.clone(),
+                path: spec.path.to_path_buf(),
+                reason,
+            }),
+            Err(e) => Err(spec.io_error("check and stamp lock file", e)),
         }
     }
 
-    fn open(&self) -> Result<File, Error> {
+    /// Opens the lock file by name in its checked directory (see `dir`).
+    fn open(&self) -> Result<slot::Opened, Error> {
         let spec = &self.spec;
-        dir::ensure(&spec.name, &spec.dir, spec.private_dir)?;
-        match file::open(&spec.path) {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // The directory vanished (a temp cleaner, a test): create and check it again.
-                dir::forget(&spec.dir);
-                dir::ensure(&spec.name, &spec.dir, spec.private_dir)?;
-                file::open(&spec.path).map_err(|e| spec.io_error("open lock file", e))
-            }
-            Err(e) => Err(spec.io_error("open lock file", e)),
-        }
+        let dir = dir::open(&spec.name, &spec.dir, spec.kind)?;
+        #[cfg(unix)]
+        let opened = {
+            let name = spec.path.file_name().unwrap_or_default();
+            LockFile::open_with(|| file::open_at(&dir.fd, name, dir.file_mode))
+        };
+        #[cfg(not(unix))]
+        let opened = LockFile::open_with(|| file::open(&spec.path));
+        let file = opened.map_err(|e| spec.io_error("open lock file", e))?;
+        Ok(slot::Opened {
+            file,
+            memos: dir.memos,
+        })
     }
 
     /// Who holds the lock, for an error message: best effort, never an error itself.
@@ -821,11 +873,23 @@ impl Lock {
         if self.spec.pg.is_some() {
             return None; // asking needs a connection; the session reports holders itself
         }
+        self.holder_info().pid
+    }
+
+    /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.
+    pub(crate) fn holder_info(&self) -> file::Holder {
+        #[cfg(feature = "postgres")]
+        if self.spec.pg.is_some() {
+            return file::Holder::default(); // asking needs a connection
+        }
         let f = match self.slot().cached_file() {
             Some(f) => f,
-            None => Arc::new(file::open_existing(self.path()).ok()??),
+            None => match file::open_existing(self.path()) {
+                Ok(Some(f)) => Arc::new(f),
+                _ => return file::Holder::default(),
+            },
         };
-        file::holder_pid(&f)
+        file::holder(&f)
     }
 
     fn held_error(&self) -> Error {
@@ -837,13 +901,13 @@ impl Lock {
     }
 
     fn timeout_error(&self, timeout: Duration) -> Error {
-        let pid = self.current_holder();
-        trace::timed_out(&self.spec, timeout, pid);
+        let holder = self.holder_info();
+        trace::timed_out(&self.spec, timeout, holder.pid);
         Error::Timeout {
             name: self.spec.name.clone(),
             path: self.path().to_owned(),
             timeout,
-            pid,
+            pid: holder.pid,
         }
     }
 }
@@ -879,7 +943,7 @@ pub(crate) struct Acquire<'a> {
     check_nested: bool,
     pause: Duration,
     /// Set while a proxy waits in the kernel for us.
-    proxy: Option<(Arc<File>, u32)>,
+    proxy: Option<(Arc<LockFile>, u32)>,
     /// Whether the timer will wake us at the deadline already.
     deadline_armed: bool,
     since: trace::Since,

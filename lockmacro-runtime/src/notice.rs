@@ -51,12 +51,21 @@ impl Wake for Armed {
             return;
         }
         let lock = &self.lock;
-        let held_by = match lock.current_holder() {
+        let holder = lock.holder_info();
+        let held_by = match holder.pid {
             Some(pid) => format!("held by pid {pid}"),
             None => "held by another process".to_owned(),
         };
+        // `cleanup` is not safe with a locker that does not re-check the file (see
+        // `Lock::cleanup`): one that did not record its PID is most likely such a locker.
+        let warning = if lock.spec().cleanup && holder.foreign {
+            "; the holder did not record its PID, so it is probably not lockmacro (flock(1), a \
+             script): `cleanup` is not safe with such lockers, keep the lock file instead"
+        } else {
+            ""
+        };
         eprintln!(
-            "{}: waiting for lock `{}` ({held_by}, path {})",
+            "{}: waiting for lock `{}` ({held_by}, path {}){warning}",
             crate::error::program_name(),
             lock.name(),
             lock.path().display()

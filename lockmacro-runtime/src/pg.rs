@@ -32,6 +32,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::error::{one_line, program_name, Error};
 use crate::guard::LockGuard;
 use crate::lock::{Lock, Spec};
+use crate::lost::{OnLost, LOST_EXIT_CODE};
 use crate::trace;
 
 /// The environment variable read for the server URL when none is given in code (by
@@ -41,16 +42,6 @@ use crate::trace;
 /// assert_eq!(lockmacro_runtime::URL_ENV, "LOCKMACRO_POSTGRES_URL");
 /// ```
 pub const URL_ENV: &str = "LOCKMACRO_POSTGRES_URL";
-
-/// The exit status of a process whose PostgreSQL lock was lost under [`OnLost::Exit`]
-/// (`EX_TEMPFAIL`: the work was interrupted and may be retried). Feature `postgres`.
-///
-/// ```
-/// // A supervisor can tell "lost the lock, retry later" from a real failure:
-/// # let status: Option<i32> = Some(75);
-/// if status == Some(lockmacro_runtime::LOST_EXIT_CODE) { /* reschedule */ }
-/// ```
-pub const LOST_EXIT_CODE: i32 = 75;
 
 /// The default lease: how long the server waits on a silent holder before ending its session
 /// (see [`Lock::lease`]). Feature `postgres`.
@@ -72,29 +63,6 @@ const KEY_PREFIX: &str = "lockmacro-v1:";
 /// ```
 pub const KEY_SQL: &str = "SELECT ('x' || substr(encode(sha256(convert_to('lockmacro-v1:' || \
                            $1, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint";
-
-/// What a holder does when its PostgreSQL lock is lost (connection broken, session ended,
-/// heartbeat unanswered for half a lease, or the lock no longer in `pg_locks`). Feature
-/// `postgres`.
-///
-/// ```
-/// use lockmacro_runtime::{Lock, OnLost};
-///
-/// let lock = Lock::new("sync-job").postgres_from_env().on_lost(OnLost::Report);
-/// assert_eq!(OnLost::default(), OnLost::Exit);
-/// # drop(lock);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnLost {
-    /// Print one line to stderr and exit the process with [`LOST_EXIT_CODE`]: the guarded work
-    /// must not go on unprotected, and a thread cannot be stopped from outside.
-    #[default]
-    Exit,
-    /// Keep running; the guard reports the loss ([`LockGuard::is_lost`],
-    /// [`LockGuard::check`], [`LockGuard::lost`]) and it is up to the program to stop.
-    Report,
-}
 
 /// The 64-bit advisory-lock key of a lock name: the first 8 bytes (big-endian) of
 /// SHA-256(`"lockmacro-v1:"` + name). [`KEY_SQL`] computes the same in SQL. Exported as

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,22 +21,43 @@ pub fn memo_vouched() -> u64 {
 }
 
 /// One annotated function's lock, built on first use and kept for the life of the process.
+/// Built without a lock (two threads may both build it; one wins), so that a child forked while
+/// another thread builds it never waits for that thread (see `fork`).
 #[derive(Debug)]
 pub struct Site {
     make: fn() -> Lock,
-    lock: OnceLock<Lock>,
+    lock: AtomicPtr<Lock>,
 }
 
 impl Site {
     pub const fn new(make: fn() -> Lock) -> Site {
         Site {
             make,
-            lock: OnceLock::new(),
+            lock: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
     fn lock(&'static self) -> &'static Lock {
-        self.lock.get_or_init(self.make)
+        let known = self.lock.load(Ordering::Acquire);
+        // SAFETY: published locks are leaked, never freed.
+        if let Some(lock) = unsafe { known.as_ref() } {
+            return lock;
+        }
+        let made: *mut Lock = Box::leak(Box::new((self.make)()));
+        match self.lock.compare_exchange(
+            std::ptr::null_mut(),
+            made,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: just leaked, never freed.
+            Ok(_) => unsafe { &*made },
+            Err(theirs) => {
+                // SAFETY: ours was never published; theirs is leaked, never freed.
+                drop(unsafe { Box::from_raw(made) });
+                unsafe { &*theirs }
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! One lock file's state inside this process: a descriptor kept open between acquisitions, and
-//! an admission that decides which thread may use it.
+//! One lock file's state inside this process: a descriptor kept open between acquisitions, an
+//! admission that decides which thread may use it, and what became of the file while held.
 //!
 //! Opening is the costly part of a lock cycle (a path walk, and a create for a new file), so
 //! the process keeps the lock file open and only locks and unlocks it. But flock locks belong to
@@ -7,43 +7,74 @@
 //! admitted first: one at a time for an exclusive lock, or any number of shared holders sharing
 //! the descriptor's one shared kernel lock. The kernel lock still decides between processes.
 //!
+//! A slot belongs to one spelling of the lock file's path, made absolute (`/srv/current/locks/x`
+//! and `/srv/v1/locks/x` are two slots even while `current` points to `v1`): whatever a slot
+//! remembers about its file was learnt by looking up *that* path, so it never vouches for another
+//! spelling that may name another file later. Two slots of one file exclude each other through
+//! the kernel, like two processes.
+//!
 //! Slots are shared by every [`Lock`](crate::Lock) of the same path and live as long as one of
-//! them does, so a program that makes many short-lived locks keeps no descriptors open.
+//! them does, so a program that makes many short-lived locks keeps no descriptors open. They
+//! belong to the process that made them: a forked child gets slots of its own (see `fork`).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Instant;
 
+use crate::dir::Kind;
 use crate::file::{Memo, Seen};
+use crate::fork::LockFile;
+use crate::watch::{SlotWatch, Watching};
 
 /// The lock file's descriptor as [`Slot::file`] hands it out.
 #[derive(Debug)]
 pub(crate) struct Descriptor {
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<LockFile>,
     /// What the previous acquisition established, if it may be used (see `file::Memo`).
     pub(crate) memo: Option<Memo>,
     /// Opened just now (by path), rather than kept from an earlier acquisition.
     pub(crate) fresh: bool,
 }
 
+/// A freshly opened lock file, and what the open learnt about its directory.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) file: LockFile,
+    /// `fstat` of the file can be trusted to show every change (see `file::Memo`).
+    pub(crate) memos: bool,
+}
+
+/// Where the lock file is, as the `Lock`s of this slot spell it.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// The lock's name, for messages.
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) kind: Kind,
+    /// `dir` joined with the file name.
+    pub(crate) path: PathBuf,
+}
+
 #[derive(Debug)]
 pub(crate) struct Slot {
+    pub(crate) place: Place,
+    /// The process this slot belongs to.
+    pub(crate) pid: u32,
     state: Mutex<State>,
     changed: Condvar,
-    /// Whether `fstat` of the lock file can be trusted to show every change (a local
-    /// filesystem that keeps change times), so that acquisitions may use memos (`file::Memo`).
-    memos: bool,
+    /// What the watcher saw happen to the file and its name (see `watch`).
+    pub(crate) watch: SlotWatch,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The process this state belongs to: a forked child starts afresh.
-    pid: u32,
-    file: Option<Arc<File>>,
+    file: Option<Arc<LockFile>>,
+    /// Whether memos may be used for `file` (see `file::Memo`).
+    memos: bool,
     /// What the last full check of `file` established (see `file::Memo`).
     memo: Option<Memo>,
     admitted: Admitted,
@@ -51,6 +82,17 @@ struct State {
     waiting: usize,
     /// A thread blocked in the kernel on behalf of the admitted timed or async waiter.
     proxy: Option<Proxy>,
+    /// The kernel lock is held by guards of this process (not being taken or released), and
+    /// how (shared or not).
+    held: Option<bool>,
+    /// Why the lock was lost during the current hold, if it was.
+    lost: Option<String>,
+    /// Whether a loss ends the process (a current holder asked for `OnLost::Exit`).
+    exit_on_lost: bool,
+    /// Tasks waiting in `LockGuard::lost`.
+    lost_wakers: Vec<Waker>,
+    /// The watch on `file` (Linux).
+    watching: Option<Watching>,
 }
 
 /// Timed and async waiters cannot block in flock (it has no timeout, and would stall an
@@ -80,19 +122,23 @@ pub(crate) enum Proxied {
 enum Admitted {
     #[default]
     Nobody,
-    /// One thread is taking the kernel lock, holds it exclusively, or is releasing it.
+    /// One thread is taking the kernel lock (exclusive, or shared after a failed quick try),
+    /// holds it exclusively, or a proxy waits for it.
     One,
     /// One thread is taking a shared kernel lock without blocking: other shared requests wait
     /// a moment to join it rather than report the lock as taken.
     TakingShared,
     /// This many holders share the descriptor's shared kernel lock.
     Shared(usize),
+    /// The last holder is releasing the kernel lock: everyone waits a moment for it, since the
+    /// lock is about to be free.
+    Releasing,
 }
 
 /// The outcome of asking to be admitted.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// Admitted alone: take the kernel lock, then call [`Slot::locked`] or [`Slot::leave`].
+    /// Admitted alone: take the kernel lock, then call [`Slot::locked`] or [`Slot::released`].
     First,
     /// Joined shared holders that already hold the kernel lock: nothing more to do.
     Joined,
@@ -108,51 +154,85 @@ pub(crate) enum Patience {
     Until(Instant),
 }
 
+/// What a check of a held lock found.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Still ours (or not held at all).
+    Fine,
+    /// Lost, for this reason; `exit`: a holder asked for the process to exit.
+    Lost { reason: String, exit: bool },
+}
+
+/// This process's slots by path. Per process: a forked child makes its own registry rather than
+/// lock a mutex another parent thread may have held at the fork.
+struct Registry {
+    pid: u32,
+    slots: Mutex<HashMap<PathBuf, Weak<Slot>>>,
+}
+
+fn registry(pid: u32) -> &'static Registry {
+    static CURRENT: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
+    loop {
+        let current = CURRENT.load(Ordering::Acquire);
+        // SAFETY: published registries are leaked, never freed.
+        if let Some(registry) = unsafe { current.as_ref() } {
+            if registry.pid == pid {
+                return registry;
+            }
+        }
+        let fresh: *mut Registry = Box::leak(Box::new(Registry {
+            pid,
+            slots: Mutex::default(),
+        }));
+        match CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just leaked.
+            Ok(_) => return unsafe { &*fresh },
+            // SAFETY: ours lost the race and was never published.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these; if something did, the state is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Slot {
-    /// The slot for `path`, shared with every live `Lock` of that path. `memos`: the lock
-    /// directory is on a filesystem where memos may be used.
-    pub(crate) fn for_path(path: &Path, memos: bool) -> Arc<Slot> {
-        static SLOTS: OnceLock<Mutex<HashMap<PathBuf, Weak<Slot>>>> = OnceLock::new();
-        let slots = SLOTS.get_or_init(Default::default);
-        let mut slots = slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// This process's slot for `place.path`, shared with every live `Lock` of that path.
+    pub(crate) fn for_place(place: impl FnOnce() -> Place, path: &Path, pid: u32) -> Arc<Slot> {
+        let registry = registry(pid);
+        let mut slots = lock_ignoring_poison(&registry.slots);
         if let Some(slot) = slots.get(path).and_then(Weak::upgrade) {
             return slot;
         }
         slots.retain(|_, slot| slot.strong_count() > 0);
         let slot = Arc::new(Slot {
+            place: place(),
+            pid,
             state: Mutex::default(),
             changed: Condvar::new(),
-            memos,
+            watch: SlotWatch::default(),
         });
         slots.insert(path.to_owned(), Arc::downgrade(&slot));
         slot
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding it; if something did, the state is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_ignoring_poison(&self.state)
     }
 
-    /// Asks to use the descriptor. `pid` is the caller's `std::process::id()`.
-    pub(crate) fn admit(&self, shared: bool, patience: Patience, pid: u32) -> Admission {
+    /// Asks to use the descriptor.
+    pub(crate) fn admit(&self, shared: bool, patience: Patience) -> Admission {
         let mut state = self.state();
-        if state.pid != pid {
-            // Inherited through fork: the parent's descriptor and holders are not ours. Dropping
-            // our copy of the descriptor leaves the parent's lock alone.
-            *state = State {
-                pid,
-                ..State::default()
-            };
-        }
         loop {
             match state.admitted {
                 Admitted::Nobody => {
-                    let quick = shared && !matches!(patience, Patience::Forever);
-                    state.admitted = if quick {
+                    // A shared request first tries without blocking, so that other shared
+                    // requests can join it rather than find the lock taken.
+                    state.admitted = if shared {
                         Admitted::TakingShared
                     } else {
                         Admitted::One
@@ -165,10 +245,12 @@ impl Slot {
                 }
                 _ => {}
             }
-            // A non-blocking shared attempt resolves at once: wait for it even without patience.
-            let joining = shared && state.admitted == Admitted::TakingShared;
+            // Both resolve at once: wait for them even without patience, or a request would
+            // find the lock "taken" by nothing but this process's own bookkeeping.
+            let passing = state.admitted == Admitted::Releasing
+                || (shared && state.admitted == Admitted::TakingShared);
             let timeout = match patience {
-                Patience::None if joining => None,
+                _ if passing => None,
                 Patience::None => return Admission::Busy,
                 Patience::Forever => None,
                 Patience::Until(deadline) => {
@@ -195,18 +277,33 @@ impl Slot {
         }
     }
 
+    /// The admitted shared request's quick try failed and it is going to block: other shared
+    /// requests decide for themselves again (the lock is held elsewhere).
+    pub(crate) fn blocking(&self) {
+        let mut state = self.state();
+        if state.admitted == Admitted::TakingShared {
+            state.admitted = Admitted::One;
+            self.changed.notify_all();
+        }
+    }
+
     /// The cached descriptor, opening it with `open` if there is none. Only for the admitted
     /// thread.
-    pub(crate) fn file<E>(&self, open: impl FnOnce() -> Result<File, E>) -> Result<Descriptor, E> {
+    pub(crate) fn file<E>(
+        self: &Arc<Self>,
+        open: impl FnOnce() -> Result<Opened, E>,
+    ) -> Result<Descriptor, E> {
         let mut state = self.state();
         if let Some(file) = &state.file {
             return Ok(Descriptor {
                 file: Arc::clone(file),
-                memo: state.memo.filter(|_| self.memos),
+                memo: state.memo.filter(|_| state.memos),
                 fresh: false,
             });
         }
-        let file = Arc::new(open()?);
+        let opened = open()?;
+        let file = Arc::new(opened.file);
+        state.memos = opened.memos;
         state.file = Some(Arc::clone(&file));
         Ok(Descriptor {
             file,
@@ -217,20 +314,21 @@ impl Slot {
 
     /// The cached descriptor and what was seen of it at its last acquisition (on any
     /// filesystem), for its release.
-    pub(crate) fn held_file(&self) -> Option<(Arc<File>, Option<Seen>)> {
+    pub(crate) fn held_file(&self) -> Option<(Arc<LockFile>, Option<Seen>)> {
         let state = self.state();
         let file = state.file.clone()?;
         Some((file, state.memo.map(|memo| memo.seen)))
     }
 
     /// The cached descriptor, if any.
-    pub(crate) fn cached_file(&self) -> Option<Arc<File>> {
+    pub(crate) fn cached_file(&self) -> Option<Arc<LockFile>> {
         self.state().file.clone()
     }
 
     /// The memo of the cached descriptor. Only for the admitted thread.
     pub(crate) fn memo(&self) -> Option<Memo> {
-        self.state().memo.filter(|_| self.memos)
+        let state = self.state();
+        state.memo.filter(|_| state.memos)
     }
 
     /// Keeps what a check of the cached descriptor established (on any filesystem: a release
@@ -243,13 +341,16 @@ impl Slot {
     /// caller drops its own reference.
     pub(crate) fn discard_file(&self) {
         let mut state = self.state();
-        state.file = None;
-        state.memo = None;
+        forget_file(&mut state);
     }
 
     /// Lets a proxy thread take the kernel lock on `file` for the admitted caller, blocking.
     /// Fails only if no thread can be started.
-    pub(crate) fn start_proxy(self: &Arc<Self>, file: Arc<File>, shared: bool) -> io::Result<()> {
+    pub(crate) fn start_proxy(
+        self: &Arc<Self>,
+        file: Arc<LockFile>,
+        shared: bool,
+    ) -> io::Result<()> {
         let mut state = self.state();
         state.proxy = Some(Proxy {
             outcome: None,
@@ -276,7 +377,7 @@ impl Slot {
         Ok(())
     }
 
-    fn proxy_done(&self, file: &File, outcome: io::Result<()>) {
+    fn proxy_done(&self, file: &LockFile, outcome: io::Result<()>) {
         let mut state = self.state();
         match &mut state.proxy {
             Some(proxy) if proxy.wanted => {
@@ -288,8 +389,7 @@ impl Slot {
             _ => {
                 // Nobody wants it any more: give it straight back, and the admission with it.
                 if outcome.is_ok() && !crate::file::unlock(file) {
-                    state.file = None;
-                    state.memo = None;
+                    forget_file(&mut state);
                 }
                 state.proxy = None;
                 state.admitted = Admitted::Nobody;
@@ -344,14 +444,31 @@ impl Slot {
         Proxied::Pending
     }
 
-    /// The admitted thread now holds the kernel lock.
-    pub(crate) fn locked(&self, shared: bool) {
+    /// The admitted thread now holds the kernel lock. `exit_on_lost`: this holder wants the
+    /// process to exit if the lock is lost while held. The file is watched from its first hold
+    /// on, for as long as it stays open (see `watch`).
+    pub(crate) fn locked(self: &Arc<Self>, shared: bool, exit_on_lost: bool) {
+        let mut state = self.state();
+        if state.watching.is_none() {
+            if let Some(file) = &state.file {
+                state.watching = crate::watch::watch(self, file, &self.place.dir);
+            }
+        }
+        state.held = Some(shared);
+        state.lost = None;
+        state.exit_on_lost = exit_on_lost;
         if shared {
-            let mut state = self.state();
             state.admitted = Admitted::Shared(1);
             if state.waiting > 0 {
                 self.changed.notify_all(); // shared requests waiting for us may join now
             }
+        }
+    }
+
+    /// Another shared holder joined: it may want the process to exit on a loss too.
+    pub(crate) fn joined(&self, exit_on_lost: bool) {
+        if exit_on_lost {
+            self.state().exit_on_lost = true;
         }
     }
 
@@ -365,9 +482,10 @@ impl Slot {
                 false
             }
             _ => {
-                // Stay admitted (as one releasing thread) until the kernel lock is released, so
-                // nobody joins a lock that is going away.
-                state.admitted = Admitted::One;
+                // Releasing until the kernel lock is released, so nobody joins a lock that is
+                // going away, and nobody takes the release for a holder.
+                state.admitted = Admitted::Releasing;
+                state.held = None;
                 true
             }
         }
@@ -379,6 +497,88 @@ impl Slot {
         state.admitted = Admitted::Nobody;
         if state.waiting > 0 {
             self.changed.notify_all();
+        }
+    }
+
+    /// Registers `waker` to be woken when the current hold is lost; the reason if it is.
+    pub(crate) fn watch_lost(&self, waker: &Waker) -> Option<String> {
+        let mut state = self.state();
+        if state.lost.is_none()
+            && state.held.is_some()
+            && !state.lost_wakers.iter().any(|w| w.will_wake(waker))
+        {
+            state.lost_wakers.push(waker.clone());
+        }
+        state.lost.clone()
+    }
+
+    /// Checks that the held lock file is still the one at the path. If it is not, the lock is
+    /// re-established on a new file at the path when that is provably safe (`reestablish`),
+    /// else it is lost. `drain` lets the watcher read the events that happened so far.
+    pub(crate) fn verify(self: &Arc<Self>, drain: &mut dyn FnMut()) -> Verdict {
+        let mut state = self.state();
+        let (Some(shared), Some(file)) = (state.held, state.file.clone()) else {
+            return Verdict::Fine;
+        };
+        if let Some(reason) = &state.lost {
+            return Verdict::Lost {
+                reason: reason.clone(),
+                exit: false, // already dealt with when it was lost
+            };
+        }
+        match crate::file::still_named(&file, &self.place.path) {
+            Ok(false) => {}
+            // Still ours; or the path cannot be looked up now, which says nothing of the file.
+            Ok(true) | Err(_) => {
+                self.watch.settled();
+                return Verdict::Fine;
+            }
+        }
+        let reason = match crate::watch::reestablish(self, shared, drain) {
+            Ok(new) => {
+                forget_file(&mut state);
+                state.watching = new.watching;
+                state.file = Some(Arc::new(new.file));
+                state.memos = new.memos;
+                self.watch.settled();
+                crate::trace::reestablished(self);
+                return Verdict::Fine;
+            }
+            Err(reason) => reason,
+        };
+        crate::trace::lost_held(self, &reason);
+        state.lost = Some(reason.clone());
+        for waker in state.lost_wakers.drain(..) {
+            waker.wake();
+        }
+        Verdict::Lost {
+            reason,
+            exit: state.exit_on_lost,
+        }
+    }
+}
+
+/// Drops the state's descriptor and its watch.
+fn forget_file(state: &mut State) {
+    state.file = None;
+    state.memo = None;
+    if let Some(watching) = state.watching.take() {
+        crate::watch::unwatch(watching);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.pid == crate::pid::current() {
+            forget_file(state);
+        } else {
+            // A forked child dropping its copy of the parent's slot: the watches are the
+            // parent's (its descriptors are closed by their own `Drop`).
+            std::mem::forget(state.watching.take());
         }
     }
 }

@@ -12,6 +12,10 @@
 //! | `lock released`       | DEBUG | `held_us`                             |
 //! | `lock wait timed out` | WARN  | `timeout_ms`, `holder_pid`            |
 //! | `lock lost`           | ERROR | `reason`                              |
+//! | `lock re-established` | WARN  | (its file was removed while held; see `watch`) |
+//!
+//! The last two come from the watch of a held file lock, which knows the lock's name and path
+//! but not how it is held: they carry no `mode`.
 
 #[cfg(feature = "tracing")]
 mod imp {
@@ -84,6 +88,27 @@ mod imp {
         lock_event!(error, spec, reason, "lock lost");
     }
 
+    pub(crate) fn lost_held(slot: &crate::slot::Slot, reason: &str) {
+        tracing::error!(
+            target: TARGET,
+            lock = %slot.place.name,
+            path = %slot.place.path.display(),
+            pid = std::process::id(),
+            reason,
+            "lock lost"
+        );
+    }
+
+    pub(crate) fn reestablished(slot: &crate::slot::Slot) {
+        tracing::warn!(
+            target: TARGET,
+            lock = %slot.place.name,
+            path = %slot.place.path.display(),
+            pid = std::process::id(),
+            "lock re-established"
+        );
+    }
+
     /// Whether a `contended` event is worth its cost (finding the holder reads the lock table).
     pub(crate) fn wants_contended() -> bool {
         tracing::enabled!(target: TARGET, tracing::Level::INFO)
@@ -122,6 +147,10 @@ mod imp {
     pub(crate) fn timed_out(_: &Spec, _: Duration, _: Option<u32>) {}
     #[inline(always)]
     pub(crate) fn lost(_: &Spec, _: &str) {}
+    #[inline(always)]
+    pub(crate) fn lost_held(_: &crate::slot::Slot, _: &str) {}
+    #[inline(always)]
+    pub(crate) fn reestablished(_: &crate::slot::Slot) {}
     #[inline(always)]
     pub(crate) fn wants_contended() -> bool {
         false

@@ -3,8 +3,8 @@
 //! timer is needed, so it works under tokio, `futures::executor::block_on` or anything else).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -20,33 +20,65 @@ pub(crate) fn next_pause(pause: Duration) -> Duration {
 
 /// One thread for the whole process that wakes async waiters at their instants. Cancelled
 /// waiters' entries simply expire; waking a waker nobody polls is harmless.
+///
+/// Per process: a forked child inherits the parent's timer but not its thread (nor perhaps an
+/// unlocked queue), so it starts one of its own (see `fork`).
 struct Timer {
+    pid: u32,
+    /// False if its thread could not be started.
+    running: AtomicBool,
     queue: Mutex<BTreeMap<(Instant, u64), Waker>>,
     changed: Condvar,
     seq: AtomicU64,
 }
 
-static TIMER: OnceLock<Option<&'static Timer>> = OnceLock::new();
-
-/// Arranges for `waker` to be woken at `at`. If no timer thread can be started the waker is
-/// woken at once, which degrades to polling but never hangs.
-pub(crate) fn wake_at(at: Instant, waker: Waker) {
-    let timer = TIMER.get_or_init(|| {
-        let timer: &'static Timer = Box::leak(Box::new(Timer {
+/// This process's timer, started on first use (never freed).
+fn timer() -> &'static Timer {
+    static CURRENT: AtomicPtr<Timer> = AtomicPtr::new(std::ptr::null_mut());
+    let pid = crate::pid::current();
+    loop {
+        let current = CURRENT.load(Ordering::Acquire);
+        // SAFETY: published timers are leaked, never freed.
+        if let Some(timer) = unsafe { current.as_ref() } {
+            if timer.pid == pid {
+                return timer;
+            }
+        }
+        let fresh: *mut Timer = Box::leak(Box::new(Timer {
+            pid,
+            running: AtomicBool::new(true),
             queue: Mutex::new(BTreeMap::new()),
             changed: Condvar::new(),
             seq: AtomicU64::new(0),
         }));
-        std::thread::Builder::new()
+        if CURRENT
+            .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: ours was never published.
+            drop(unsafe { Box::from_raw(fresh) });
+            continue;
+        }
+        // SAFETY: just published, never freed.
+        let timer: &'static Timer = unsafe { &*fresh };
+        let started = std::thread::Builder::new()
             .name("lockmacro-timer".into())
-            .spawn(move || timer.run())
-            .ok()
-            .map(|_| timer)
-    });
-    let Some(timer) = timer else {
+            .spawn(move || timer.run());
+        if started.is_err() {
+            timer.running.store(false, Ordering::Release);
+        }
+        return timer;
+    }
+}
+
+/// Arranges for `waker` to be woken at `at`. If no timer thread can be started the waker is
+/// woken at once, which degrades to polling but never hangs.
+pub(crate) fn wake_at(at: Instant, waker: Waker) {
+    let timer = timer();
+    if !timer.running.load(Ordering::Acquire) {
         waker.wake();
         return;
-    };
+    }
     let key = (at, timer.seq.fetch_add(1, Ordering::Relaxed));
     let Ok(mut queue) = timer.queue.lock() else {
         waker.wake();

@@ -138,6 +138,11 @@ fn lock_for(dir: &str, name: &str, flags: &[&str]) -> Lock {
     if flags.contains(&"--shared") {
         lock = lock.shared();
     }
+    if std::env::var_os("LOCKMACRO_TEST_BREAK").is_some() {
+        // The protocol is broken on purpose to show the critical-section detectors catch two
+        // holders: the runtime's own watch would see the lost lock and exit the process first.
+        lock = lock.on_lost(lockmacro_runtime::OnLost::Report);
+    }
     lock
 }
 
@@ -148,6 +153,7 @@ fn report(err: &Error) -> ExitCode {
         Error::Timeout { .. } => "Timeout",
         Error::Nested { .. } => "Nested",
         Error::UnsafeDir { .. } => "UnsafeDir",
+        Error::UnsafeFile { .. } => "UnsafeFile",
         Error::Io { .. } => "Io",
         _ => "Other",
     };
