@@ -230,6 +230,7 @@ pub(crate) struct Memo {
 }
 
 /// How long a path lookup vouches for a file that nothing has touched since; see [`Memo`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
 const FRESH: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -256,6 +257,7 @@ mod clock {
 /// `time`. A time without nanoseconds is taken to come from a filesystem that keeps whole
 /// seconds: then `now` must be in a later second. A time at or past 2038-01-19 may be one that
 /// a filesystem with 32-bit times clamps every later change to, so it never counts as passed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn passed(time: (i64, i64), now: (i64, i64)) -> bool {
     if time.0 >= i64::from(i32::MAX) {
         false
@@ -594,6 +596,7 @@ pub(crate) fn write_pid(file: &File, pid: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn change_times_pass_at_their_granularity() {
         use super::passed;

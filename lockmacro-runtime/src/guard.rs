@@ -30,6 +30,9 @@ use crate::trace;
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     lock: Lock,
+    /// This process's state of the lock file, which the guard keeps alive (`None` for a
+    /// PostgreSQL lock).
+    slot: Option<Arc<Slot>>,
     /// The process that acquired the lock; only it may release (or unlink) anything.
     pid: u32,
     released: bool,
@@ -40,9 +43,10 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(lock: Lock, pid: u32) -> LockGuard {
+    pub(crate) fn new(lock: Lock, slot: Arc<Slot>, pid: u32) -> LockGuard {
         LockGuard {
             lock,
+            slot: Some(slot),
             pid,
             released: false,
             since: trace::Since::now(),
@@ -53,9 +57,14 @@ impl LockGuard {
 
     #[cfg(feature = "postgres")]
     pub(crate) fn postgres(lock: Lock, hold: Arc<crate::pg::Hold>) -> LockGuard {
-        let mut guard = LockGuard::new(lock, std::process::id());
-        guard.pg = Some(hold);
-        guard
+        LockGuard {
+            lock,
+            slot: None,
+            pid: std::process::id(),
+            released: false,
+            since: trace::Since::now(),
+            pg: Some(hold),
+        }
     }
 
     /// Drops the guard without releasing anything (its owner releases by other means).
@@ -163,13 +172,12 @@ impl LockGuard {
                 self.pid
             ));
         }
-        if self.released {
+        let Some(slot) = self.slot.as_ref().filter(|_| !self.released) else {
             return None;
-        }
-        let slot = self.lock.slot();
-        match crate::watch::check(&slot) {
+        };
+        match crate::watch::check(slot) {
             Verdict::Fine => None,
-            Verdict::Lost { reason, exit: true } => crate::watch::exit_lost(&slot, reason),
+            Verdict::Lost { reason, exit: true } => crate::watch::exit_lost(slot, reason),
             Verdict::Lost { reason, .. } => Some(reason),
         }
     }
@@ -203,7 +211,11 @@ impl LockGuard {
             if crate::pid::current() != self.pid {
                 return std::task::Poll::Pending; // the parent's lock: nothing to watch here
             }
-            match self.lock.slot().watch_lost(cx.waker()) {
+            match self
+                .slot
+                .as_ref()
+                .and_then(|slot| slot.watch_lost(cx.waker()))
+            {
                 Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
                 None => std::task::Poll::Pending,
             }
@@ -264,7 +276,9 @@ impl LockGuard {
             hold.release(self.lock.spec().lease());
             return Ok(());
         }
-        let slot = self.lock.slot();
+        let Some(slot) = self.slot.clone() else {
+            return Ok(());
+        };
         if !slot.leave() {
             return Ok(()); // other shared holders of this process keep the kernel lock
         }

@@ -645,13 +645,16 @@ impl Lock {
     }
 
     fn acquire_loop(&self, wait: Wait) -> Result<LockGuard, Error> {
+        // Held for the whole acquisition, and by the guard after it (in a forked child nothing
+        // else keeps the child's own slot alive).
+        let slot = &self.slot();
         let mut stale = 0u32;
         let mut contended = false;
         // Armed for the whole wait, however many rounds it takes; cancelled on return.
         let mut _notice = None;
         if matches!(wait, Wait::Block) && (self.spec.notice || trace::wants_contended()) {
             // A blocking wait contends inside the kernel call, out of sight: look first.
-            match self.attempt(Wait::Try, false)? {
+            match self.attempt(slot, Wait::Try, false)? {
                 Attempt::Got(guard) => return Ok(guard),
                 Attempt::Busy => {
                     contended = true;
@@ -661,7 +664,7 @@ impl Lock {
             }
         }
         loop {
-            match self.attempt(wait, matches!(wait, Wait::Until(..)))? {
+            match self.attempt(slot, wait, matches!(wait, Wait::Until(..)))? {
                 Attempt::Got(guard) => return Ok(guard),
                 // A blocking or timed wait goes round until it succeeds or its deadline passes;
                 // only a plain try bounds how often the file may be replaced under it.
@@ -676,7 +679,6 @@ impl Lock {
                     if !std::mem::replace(&mut contended, true) {
                         _notice = self.contention(true);
                     }
-                    let slot = self.slot();
                     let Wait::Until(deadline, timeout) = wait else {
                         // Only timed waits keep the admission; never leave it taken.
                         slot.released();
@@ -686,7 +688,7 @@ impl Lock {
                         Ok(()) => slot.wait_proxy(deadline),
                         Err(e) => Proxied::Done(Err(e)),
                     };
-                    match self.proxied(outcome, &f, pid)? {
+                    match self.proxied(slot, outcome, &f, pid)? {
                         Some(Attempt::Got(guard)) => return Ok(guard),
                         Some(_) => {} // stale: go round
                         None => return Err(self.timeout_error(timeout)),
@@ -709,13 +711,18 @@ impl Lock {
 
     /// Finishes a proxied wait: `Some(Got | Stale)` once the proxy is done, `None` if the
     /// waiter gave up and the proxy keeps the admission.
-    fn proxied(&self, outcome: Proxied, f: &LockFile, pid: u32) -> Result<Option<Attempt>, Error> {
+    fn proxied(
+        &self,
+        slot: &Arc<Slot>,
+        outcome: Proxied,
+        f: &LockFile,
+        pid: u32,
+    ) -> Result<Option<Attempt>, Error> {
         let spec = &self.spec;
-        let slot = self.slot();
         match outcome {
             Proxied::Pending => Ok(None),
             Proxied::Done(Ok(())) => {
-                let attempt = self.finish(&slot, f, pid, slot.memo());
+                let attempt = self.finish(slot, f, pid, slot.memo());
                 if !matches!(attempt, Ok(Attempt::Got(_))) {
                     slot.released();
                 }
@@ -741,9 +748,8 @@ impl Lock {
     /// (cached) descriptor, check the file is still the one at the path, record our PID. Only
     /// `Wait::Block` blocks in the kernel. With `keep`, a kernel lock held elsewhere gives
     /// `Attempt::Admitted` (admission kept) instead of `Attempt::Busy`.
-    fn attempt(&self, wait: Wait, keep: bool) -> Result<Attempt, Error> {
+    fn attempt(&self, slot: &Arc<Slot>, wait: Wait, keep: bool) -> Result<Attempt, Error> {
         let spec = &self.spec;
-        let slot = self.slot();
         let patience = match wait {
             Wait::Try => Patience::None,
             Wait::Block => Patience::Forever,
@@ -754,11 +760,15 @@ impl Lock {
             Admission::Busy => return Ok(Attempt::Busy),
             Admission::Joined => {
                 slot.joined(spec.on_lost == OnLost::Exit);
-                return Ok(Attempt::Got(LockGuard::new(self.clone(), pid)));
+                return Ok(Attempt::Got(LockGuard::new(
+                    self.clone(),
+                    Arc::clone(slot),
+                    pid,
+                )));
             }
             Admission::First => {}
         }
-        let outcome = self.take_kernel_lock(&slot, matches!(wait, Wait::Block), pid, keep);
+        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid, keep);
         if !matches!(outcome, Ok(Attempt::Got(_) | Attempt::Admitted(..))) {
             slot.released();
         }
@@ -837,7 +847,11 @@ impl Lock {
                     slot.remember(now);
                 }
                 slot.locked(spec.shared, spec.on_lost == OnLost::Exit);
-                Ok(Attempt::Got(LockGuard::new(self.clone(), pid)))
+                Ok(Attempt::Got(LockGuard::new(
+                    self.clone(),
+                    Arc::clone(slot),
+                    pid,
+                )))
             }
             Ok(Stamped::Stale) => Ok(Attempt::Stale),
             Ok(Stamped::Untrusted(reason)) => Err(Error::UnsafeFile {
@@ -942,6 +956,8 @@ pub(crate) struct Acquire<'a> {
     started: bool,
     check_nested: bool,
     pause: Duration,
+    /// The slot, from the first poll on (see `acquire_loop`).
+    slot: Option<Arc<Slot>>,
     /// Set while a proxy waits in the kernel for us.
     proxy: Option<(Arc<LockFile>, u32)>,
     /// Whether the timer will wake us at the deadline already.
@@ -974,6 +990,7 @@ impl<'a> Acquire<'a> {
             started: false,
             check_nested,
             pause: wait::FIRST_PAUSE,
+            slot: None,
             proxy: None,
             deadline_armed: false,
             since: trace::Since::now(),
@@ -1035,9 +1052,10 @@ impl Future for Acquire<'_> {
         if let Some(pg) = &mut this.pg {
             return pg.0.as_mut().poll(cx);
         }
+        let slot = Arc::clone(this.slot.get_or_insert_with(|| lock.slot()));
+        let slot = &slot;
         loop {
             if let Some((f, pid)) = this.proxy.clone() {
-                let slot = lock.slot();
                 // Decided once: abandoning and reporting a timeout must go together, or an
                 // outcome the proxy delivers later would be left unclaimed, lock held.
                 let expired = this.timed_out();
@@ -1045,7 +1063,7 @@ impl Future for Acquire<'_> {
                     Some(_) => slot.abandon_proxy(),
                     None => slot.poll_proxy(cx.waker()),
                 };
-                match (lock.proxied(outcome, &f, pid), expired) {
+                match (lock.proxied(slot, outcome, &f, pid), expired) {
                     (Ok(None), Some(timeout)) => {
                         this.proxy = None;
                         return Poll::Ready(Err(lock.timeout_error(timeout)));
@@ -1069,14 +1087,14 @@ impl Future for Acquire<'_> {
                 }
                 continue;
             }
-            match lock.attempt(Wait::Try, true) {
+            match lock.attempt(slot, Wait::Try, true) {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(Attempt::Got(guard)) => return this.got(guard),
                 Ok(Attempt::Stale) => {} // replaced under us: go round at once
                 Ok(Attempt::Admitted(f, pid)) => {
                     this.contention();
-                    if let Err(e) = lock.slot().start_proxy(Arc::clone(&f), lock.spec.shared) {
-                        lock.slot().released();
+                    if let Err(e) = slot.start_proxy(Arc::clone(&f), lock.spec.shared) {
+                        slot.released();
                         let spec = &lock.spec;
                         return Poll::Ready(Err(spec.io_error("wait for", e)));
                     }
@@ -1108,8 +1126,9 @@ impl Drop for Acquire<'_> {
             if crate::pid::current() != pid {
                 return; // an inherited future in a forked child: the parent's state
             }
-            let outcome = self.lock.slot().abandon_proxy();
-            drop(self.lock.proxied(outcome, &f, pid));
+            let Some(slot) = &self.slot else { return };
+            let outcome = slot.abandon_proxy();
+            drop(self.lock.proxied(slot, outcome, &f, pid));
         }
     }
 }

@@ -105,7 +105,7 @@ impl Plan {
         if args.shared.is_some() {
             builder.extend(quote!(.shared()));
         }
-        let backend = postgres(&args, info, &krate)?;
+        let backend = backend(&args, info, &krate)?;
         builder.extend(backend.builder);
         let waits = args.wait.is_some() || args.timeout.is_some();
         match args.notice {
@@ -168,17 +168,32 @@ struct Backend {
     cancel_on_lost: bool,
 }
 
-fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backend> {
+fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backend> {
     let mut backend = Backend {
         builder: TokenStream::new(),
         postgres: false,
         cancel_on_lost: false,
     };
+    backend.cancel_on_lost = match &args.on_lost {
+        Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
+            return Err(syn::Error::new(
+                lit.span(),
+                "`on_lost = \"cancel\"` needs an `async fn` that returns `Result`: the body's \
+                 future is dropped and the function returns the `Error::Lost`",
+            ))
+        }
+        Some((_, _, true)) => {
+            backend
+                .builder
+                .extend(quote!(.on_lost(#krate::OnLost::Report)));
+            true
+        }
+        _ => false,
+    };
     let Some(_) = args.postgres else {
         let only_pg = [
             ("key", args.key.map(|k| k.0)),
             ("lease", args.lease.map(|l| l.0)),
-            ("on_lost", args.on_lost.as_ref().map(|o| o.0)),
         ];
         if let Some((what, Some(span))) = only_pg.into_iter().find(|(_, s)| s.is_some()) {
             return Err(syn::Error::new(
@@ -208,22 +223,6 @@ fn postgres(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Back
             .builder
             .extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
     }
-    backend.cancel_on_lost = match &args.on_lost {
-        Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
-            return Err(syn::Error::new(
-                lit.span(),
-                "`on_lost = \"cancel\"` needs an `async fn` that returns `Result`: the body's \
-                 future is dropped and the function returns the `Error::Lost`",
-            ))
-        }
-        Some((_, _, true)) => {
-            backend
-                .builder
-                .extend(quote!(.on_lost(#krate::OnLost::Report)));
-            true
-        }
-        _ => false,
-    };
     Ok(backend)
 }
 

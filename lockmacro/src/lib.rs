@@ -55,7 +55,7 @@ use proc_macro::TokenStream;
 /// | `backend = "file" \| "postgres"` | Where the lock lives. Default `"file"`. `"postgres"` (runtime feature `postgres`): a PostgreSQL session advisory lock, so hosts exclude each other; the server URL comes from `LOCKMACRO_POSTGRES_URL`. Not with `dir` or `cleanup`. |
 /// | `key = N` | PostgreSQL only: the advisory-lock key (`i64`) instead of the one derived from the name. |
 /// | `lease = "10s"` | PostgreSQL only: the lease (default 10 s). The server frees the lock of a holder silent this long; the holder declares the lock lost after half of it without an answered heartbeat. |
-/// | `on_lost = "exit" \| "cancel"` | PostgreSQL only: when the lock is lost, exit the process with status 75 (default), or, for an `async fn` returning `Result`, drop the body's future and return `Err(Error::Lost)` converted with `From`. |
+/// | `on_lost = "exit" \| "cancel"` | When the lock is lost while held (a lock file removed or replaced and not re-established, a PostgreSQL session that ended): exit the process with status 75 (default), or, for an `async fn` returning `Result`, drop the body's future and return `Err(Error::Lost)` converted with `From`. |
 /// | `crate = "path"` | Where the runtime crate is, for re-exports and renamed dependencies, e.g. `crate = "my_tools::lockmacro_runtime"`. |
 ///
 /// # What happens when the lock is not obtained
