@@ -96,6 +96,9 @@ struct Worker {
     leaving: bool,
     killed: bool,
     done: bool,
+    /// When it was first seen exited without having said `bye`: its last lines may still be on
+    /// their way through the reader thread, so it is judged a moment later.
+    exited_at: Option<Instant>,
 }
 
 /// What a reader thread forwards: (incarnation, line).
@@ -150,6 +153,7 @@ fn spawn_worker(
         child,
         leaving: false,
         killed: false,
+        exited_at: None,
         done: false,
     }
 }
@@ -374,6 +378,15 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
                 } else {
                     w.done = true;
                 }
+            } else if status.success() && !w.done && !w.killed {
+                let first = *w.exited_at.get_or_insert(now);
+                if now.duration_since(first) < Duration::from_secs(2) {
+                    continue; // its `bye` may be in flight
+                }
+                let what = format!("worker in slot {slot} exited unexpectedly: {status}");
+                w.done = true;
+                w.leaving = true; // reported once
+                fail(&mut failure, what);
             } else if !w.done || !status.success() {
                 let what = format!("worker in slot {slot} exited unexpectedly: {status}");
                 w.done = true;

@@ -499,48 +499,116 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// Who holds a lock on `file` according to the kernel, as `Some(pids)` (empty: nobody), or
 /// `None` where the kernel cannot be asked. On Linux `/proc/locks` lists every flock holder with
 /// its PID, without us having to take (and so disturb) the lock.
+///
+/// A line names the file by `MAJOR:MINOR:INODE` of its *superblock's* device. That is `fstat`'s
+/// `st_dev` on most filesystems, but not on Btrfs (every subvolume, the top level included, has
+/// a device of its own) nor on an overlayfs over several filesystems. So when no line names our
+/// `st_dev` but one has our inode under another device, the superblock's device is found in
+/// `/proc/self/mountinfo` for the file's mount (which prints the same number), and since on
+/// Btrfs that device and inode can name files in several subvolumes, a candidate that has no
+/// descriptor of our file open (seen through `/proc/PID/fd`) is dropped. Candidates we cannot
+/// inspect (another user's, or exited) are kept: a holder is information, never authority.
 #[cfg(target_os = "linux")]
 pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
-    let dev = meta.dev();
-    let want = format!(
-        "{:02x}:{:02x}:{}",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev),
-        meta.ino()
-    );
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let id = |major: u32, minor: u32| format!("{major:02x}:{minor:02x}:{ino}");
     let table = read_proc_locks()?;
     // A line: `1: FLOCK  ADVISORY  WRITE 4242 00:1b:1234 0 EOF`; waiters have `->` after `1:`.
-    let pids = table
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                [_, "FLOCK", _, _, pid, id, ..] if *id == want => pid.parse().ok(),
-                _ => None,
+    let flocks = || {
+        table.lines().filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            if fields.next()? != "FLOCK" {
+                return None;
             }
+            let mut fields = fields.skip(2);
+            Some((fields.next()?, fields.next()?))
         })
-        .collect();
-    Some(pids)
+    };
+    let ours = id(rustix::fs::major(dev), rustix::fs::minor(dev));
+    let ino_text = ino.to_string();
+    let elsewhere = !flocks().any(|(_, id)| id == ours)
+        && flocks().any(|(_, id)| id.rsplit(':').next() == Some(ino_text.as_str()));
+    let want = if elsewhere {
+        let (major, minor) = superblock_device(file)?;
+        id(major, minor)
+    } else {
+        ours
+    };
+    let pids = flocks()
+        .filter(|(_, id)| *id == want)
+        .filter_map(|(pid, _)| pid.parse().ok());
+    if !elsewhere {
+        return Some(pids.collect());
+    }
+    let has_open =
+        |pid: u32| -> Option<bool> {
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+            Some(fds.flatten().any(|fd| {
+                std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+            }))
+        };
+    Some(pids.filter(|pid| has_open(*pid) != Some(false)).collect())
 }
 
-/// `/proc/locks` in one `read` call: the kernel produces it a chunk per call and finds its place
-/// again by position, so with small reads an entry that disappears in between makes another
-/// (ours) be skipped. One call large enough for the whole table is a consistent snapshot.
+/// The device of the superblock of `file`'s filesystem, as `/proc/locks` prints it: the
+/// `MAJOR:MINOR` of its mount in `/proc/self/mountinfo` (mount ID from `statx`, Linux 5.8, or
+/// from `/proc/self/fdinfo`, Linux 3.15).
+#[cfg(target_os = "linux")]
+fn superblock_device(file: &File) -> Option<(u32, u32)> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    use std::os::fd::AsRawFd;
+    let sx = statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    let mount = if sx.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        sx.stx_mnt_id
+    } else {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()));
+        info.ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:")?.trim().parse().ok())?
+    };
+    let mount = mount.to_string();
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // `46 27 0:40 / /mnt/x rw,relatime - btrfs /dev/loop0 rw`: ID PARENT MAJOR:MINOR ...
+    table.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        (fields.next()? == mount).then_some(())?;
+        let (major, minor) = fields.nth(1)?.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    })
+}
+
+/// `/proc/locks`, whole. The kernel produces it about a page per `read` and finds its place
+/// again by position, so an entry that disappears between two reads can make another be
+/// skipped: a holder could be missed. So it is read whole twice when it spans more than one
+/// read, and the two are joined (a line skipped in one read is in the other, unless the table
+/// shifted exactly there both times).
 #[cfg(target_os = "linux")]
 fn read_proc_locks() -> Option<String> {
     use std::io::Read;
-    let mut size = 64 * 1024;
-    loop {
-        let mut buf = vec![0u8; size];
-        let n = File::open("/proc/locks").ok()?.read(&mut buf).ok()?;
-        if n < size {
-            buf.truncate(n);
-            return String::from_utf8(buf).ok();
+    let read = || -> Option<(String, bool)> {
+        let mut file = File::open("/proc/locks").ok()?;
+        let mut text = Vec::with_capacity(8192);
+        let mut reads = 0;
+        loop {
+            let start = text.len();
+            text.resize(start + 65536, 0);
+            let n = file.read(&mut text[start..]).ok()?;
+            text.truncate(start + n);
+            if n == 0 {
+                break;
+            }
+            reads += 1;
         }
-        size *= 4; // it may not all have fit: read it whole again
+        Some((String::from_utf8(text).ok()?, reads > 1))
+    };
+    let (first, paged) = read()?;
+    if !paged {
+        return Some(first);
     }
+    let (second, _) = read()?;
+    Some(first + &second)
 }
 
 #[cfg(not(target_os = "linux"))]

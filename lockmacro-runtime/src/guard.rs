@@ -172,9 +172,7 @@ impl LockGuard {
                 self.pid
             ));
         }
-        let Some(slot) = self.slot.as_ref().filter(|_| !self.released) else {
-            return None;
-        };
+        let slot = self.slot.as_ref().filter(|_| !self.released)?;
         match crate::watch::check(slot) {
             Verdict::Fine => None,
             Verdict::Lost { reason, exit: true } => crate::watch::exit_lost(slot, reason),

@@ -125,6 +125,9 @@ fn lock_for(dir: &str, name: &str, flags: &[&str]) -> Lock {
     if flags.contains(&"--shared") {
         lock = lock.shared();
     }
+    if flags.contains(&"--notice") {
+        lock = lock.wait_notice(true);
+    }
     lock
 }
 

@@ -323,6 +323,13 @@ fn make_a(base: &Path, current: bool, cleanup: bool, shared: bool) -> Lock {
     if shared {
         lock = lock.shared();
     }
+    if current {
+        // The switcher moves `current` under holders: a hold through that spelling then no
+        // longer names its file, which the runtime reports as lost when it notices (the switch
+        // itself is not watched: it happens above the lock directory). That is the truth, not
+        // an overlap; the oracle judges these rounds by the generation instead.
+        lock = lock.on_lost(lockmacro_runtime::OnLost::Report);
+    }
     lock
 }
 
