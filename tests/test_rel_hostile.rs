@@ -1,5 +1,5 @@
-//! Hostile directories (trap 5), the environment-independent default directory (trap 6) and
-//! network filesystems (trap 12) of shared/LOCKING.md.
+//! Hostile directories, the environment-independent default directory and network
+//! filesystems.
 //!
 //! Permission checks mean nothing as root, so every child facing an attack runs as user
 //! `nobody` (uid 65534) through `setpriv`; root plays the other user who prepared the trap.

@@ -1,4 +1,4 @@
-//! Names are not paths (trap 13 of shared/LOCKING.md): any lock name maps to one file directly
+//! Names are not paths: any lock name maps to one file directly
 //! inside the lock directory, at most 255 bytes long, and distinct names map to distinct files,
 //! also on a case-insensitive filesystem.
 

@@ -1,4 +1,4 @@
-//! Mutual exclusion under load (traps 1 and 2 of shared/LOCKING.md): 16 processes × 1000
+//! Mutual exclusion under load: 16 processes × 1000
 //! blocking acquisitions of one lock, half of them removing the lock file on release
 //! (`cleanup`), each running a critical section that increments a counter file non-atomically
 //! and detects a second holder with a marker file created with `create_new`.
@@ -166,7 +166,7 @@ fn stress_detects_missing_identity_check() {
 }
 
 /// The same load spread over threads too: 8 processes × 2 threads × 1000. Threads of one process
-/// must exclude each other exactly like processes do (trap 1), whatever the runtime shares
+/// must exclude each other exactly like processes do, whatever the runtime shares
 /// between them (an open descriptor, an in-process admission).
 #[test]
 fn stress_8_processes_x_2_threads_x_1000_half_cleanup_exact_count_no_overlap() {

@@ -1,7 +1,6 @@
-//! How the lock survives the ways processes really end and really share descriptors
-//! (traps 4, 7, 10 and 14 of shared/LOCKING.md), a blocked waiter whose file keeps being
-//! replaced (trap 2), and whether it interoperates with util-linux `flock(1)`. Every holder is
-//! an `lm-attack` child (`tests/bin/attack.rs`); the test is the third party that looks at the
+//! How the lock survives the ways processes really end and really share descriptors, a
+//! blocked waiter whose file keeps being replaced, and whether it interoperates with util-linux
+//! `flock(1)`. Every holder is an `lm-attack` child (`tests/bin/attack.rs`); the test is the third party that looks at the
 //! lock from outside.
 //!
 //! The rest of the reliability suite: `test_rel_stress.rs` (mutual exclusion under load),
@@ -27,8 +26,8 @@ fn assert_held_by(lock: &Lock, pid: u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Crashes (trap 14): the kernel releases a flock however its holder dies. The PID stays in the
-// file, and must be ignored (trap 4).
+// Crashes: the kernel releases a flock however its holder dies. The PID stays in the
+// file, and must be ignored.
 
 /// Runs `lm-attack crash <how>`, lets it die while holding, and checks the aftermath.
 /// Returns the child's status.
@@ -103,7 +102,7 @@ fn crash_unwinding_panic_in_annotated_body_frees_the_lock_at_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fork and exec (trap 7).
+// Fork and exec.
 
 /// The descriptors of process `pid` that point at `path`.
 fn descriptors_of(pid: u32, path: &Path) -> usize {
@@ -260,7 +259,7 @@ fn release_is_immediate_while_another_thread_is_spawning_a_child() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signals (trap 10): EINTR is retried, never reported.
+// Signals: EINTR is retried, never reported.
 
 /// Signals the waiter must have handled while blocked before the test releases the lock.
 const SIGNALS_WHILE_WAITING: u64 = 200;

@@ -1,7 +1,7 @@
 //! This process's ID, without a system call on every lock cycle.
 //!
 //! Every acquisition and release compares the current PID with the one recorded, so that a
-//! forked child never uses or releases its parent's lock (LOCKING.md #7). `getpid` is a system
+//! forked child never uses or releases its parent's lock. `getpid` is a system
 //! call, two per cycle: a sixth of a repeated acquisition. glibc stopped caching it because a
 //! plain cache goes stale in a child made by a raw `clone`. Ours lives in a page the kernel
 //! zeroes in every child, whatever made it (`MADV_WIPEONFORK`, Linux 4.14): a child finds 0 and

@@ -46,8 +46,8 @@ use proc_macro::TokenStream;
 /// | `name = "..."` | The lock's name. Default: the crate name and the source file (see [`default_name!`]), so all functions annotated without a name in one file share one lock, and two copies of one binary exclude each other. Any text is fine: it is mapped to a safe file name. |
 /// | `wait` | Block until the lock is free. Default: do not wait. |
 /// | `timeout = "250ms"` | Wait at most this long (`ms`, `s`, `m` or `h`), then fail with [`Error::Timeout`]. Checked at compile time. Not with `wait`. |
-/// | `dir = "..."` | The lock directory for this lock. Default: `LOCKMACRO_DIR` if set, else a private per-user directory (see [`default_dir`]). |
-/// | `cleanup` | Remove the lock file on release (race-free). Default: keep it, as flock(1) and cargo do; it costs nothing and is never stale, because the kernel, not the file, says who holds the lock. |
+/// | `dir = "..."` | The lock directory for this lock. Default: `LOCKMACRO_DIR` if set, else a private per-user directory (see [`default_dir`]). A shared directory must be owned by you or root, and have the sticky bit if others may write to it (see `Lock::dir`). |
+/// | `cleanup` | Remove the lock file on release: race-free among lockmacro processes, which re-check the file they locked; **not with lockers that do not (`flock(1)`, scripts) on the same file: two holders.** Default: keep it, as flock(1) and cargo do; it costs nothing and is never stale, because the kernel, not the file, says who holds the lock. |
 /// | `shared` | A shared (reader) lock: shared holders run together; an exclusive holder excludes them and they exclude it. |
 /// | `on_conflict = "error" \| "exit" \| "panic"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). |
 /// | `exit_code = N` | The exit status for `"exit"` (0 to 255; default 1). |

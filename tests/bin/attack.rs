@@ -33,7 +33,7 @@
 //!   `<count>` signals were handled during the wait print `interrupted <n>`; once acquired
 //!   print `acquired handled=<n> sent=<n>`. Mode `raw` is the control: one bare blocking `flock(2)`
 //!   under the same signals, reported as `raw rc=<rc> errno=<EINTR|n>`.
-//! - `churn <dir> <name>`: the "other party that deletes" of trap 2. Lock the lock file with a
+//! - `churn <dir> <name>`: an "other party that deletes" lock files. Lock the lock file with a
 //!   bare `flock(2)`, print `ready <pid>`, read a line `go <waiter pid> <swaps>`, then `<swaps>`
 //!   times: wait until the waiter is blocked on our file (seen in /proc/locks), lock a fresh
 //!   file, rename it over the lock file, close the old one (which wakes the waiter on a file
