@@ -209,8 +209,10 @@ mod imp {
             Ok(_) => {
                 // SAFETY: just published, never freed.
                 let watcher: &'static Watcher = unsafe { &*fresh };
+                // A small stack: the thread only reads events and checks files.
                 let _ = std::thread::Builder::new()
                     .name("lockmacro-watch".into())
+                    .stack_size(128 * 1024)
                     .spawn(move || watcher.run());
                 Some(watcher)
             }
