@@ -1111,6 +1111,7 @@ fn removed_7_lock_file_is_re_established_by_its_holder() {
     let path = lock_path(dir.path(), name);
     let mut holder = Kid::regress(&["hold", &d, name], Opts::default());
     let pid = holder.expect_pid("locked");
+    wait_until_watched(pid, &path);
     fs::remove_file(&path).expect("rm the held lock file");
     assert!(
         reappears(&path, BOUND),
@@ -1367,4 +1368,81 @@ fn proc_locks_8_holder_past_the_first_page_is_found() {
     );
     kid.finish_ok();
     drop((before, after));
+}
+
+/// Found by attacking the fix for item 7: the held file moved away and back while the holder
+/// was stopped (SIGSTOP: its watch could not react), with another process holding a new file
+/// at the path in between. The path names the holder's file again, so a check that only looked
+/// at the path said `Ok`: a second holder had run inside the hold, unreported. The watch saw the
+/// other file created under the name, and that now makes the hold lost.
+///
+/// On b4e6cd3 the holder is not told either ("check ok"); so was it on the first fix.
+#[test]
+fn moved_7_away_and_back_while_stopped_is_lost() {
+    let dir = tempdir();
+    let name = "aba";
+    let path = lock_path(dir.path(), name);
+    let shown = show(dir.path());
+    let mut holder = Kid::regress(&["hold", &shown, name, "--report"], Opts::default());
+    let pid = holder.expect_pid("locked");
+    wait_until_watched(pid, &path);
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let aside = dir.path().join("aside");
+    fs::rename(&path, &aside).expect("move the held file away");
+    let other = Lock::new(name).dir(dir.path());
+    other
+        .try_acquire()
+        .expect("a second process gets in while the holder's file is away")
+        .release()
+        .expect("release");
+    fs::rename(&aside, &path).expect("move it back");
+    signal("-CONT");
+    holder.send("check");
+    let line = holder.line_within(BOUND, "check");
+    assert!(
+        line.starts_with("check lost"),
+        "the holder's file was away while another process held the lock, yet: {line:?}"
+    );
+    holder.send("release");
+    holder.finish_ok();
+}
+
+/// Waits (bounded) until process `pid` watches the file at `path` (its inotify descriptor lists
+/// the file's inode): the runtime starts watching a lock file only once its first hold has
+/// lasted a moment, and a removal before that is lost rather than put back.
+fn wait_until_watched(pid: u32, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(
+        "ino:{:x} ",
+        fs::metadata(path).expect("stat lock file").ino()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let watched = fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("list the holder's descriptors")
+            .flatten()
+            .filter(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+            })
+            .any(|fd| {
+                let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+                fs::read_to_string(info).is_ok_and(|text| text.contains(&ino))
+            });
+        if watched {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never watched by pid {pid}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5)); // polling a condition, bounded above
+    }
 }

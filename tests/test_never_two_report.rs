@@ -112,6 +112,7 @@ fn removed_7_report_policy_file_is_put_back_and_not_lost() {
         .dir(dir.path())
         .on_lost(OnLost::Report);
     let guard = lock.try_acquire().expect("acquire with OnLost::Report");
+    wait_until_watched(std::process::id(), lock.path());
     fs::remove_file(lock.path()).expect("rm the held lock file");
     assert!(
         reappears(lock.path(), BOUND),
@@ -130,4 +131,37 @@ fn removed_7_report_policy_file_is_put_back_and_not_lost() {
     guard.check().expect("check() after the file was put back");
     guard.release().expect("release");
     assert!(free_now(lock.path()), "released");
+}
+
+/// Waits (bounded) until process `pid` watches the file at `path` (its inotify descriptor lists
+/// the file's inode): the runtime starts watching a lock file only once its first hold has
+/// lasted a moment, and a removal before that is lost rather than put back.
+fn wait_until_watched(pid: u32, path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!(
+        "ino:{:x} ",
+        fs::metadata(path).expect("stat lock file").ino()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let watched = fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("list the holder's descriptors")
+            .flatten()
+            .filter(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+            })
+            .any(|fd| {
+                let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+                fs::read_to_string(info).is_ok_and(|text| text.contains(&ino))
+            });
+        if watched {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never watched by pid {pid}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5)); // polling a condition, bounded above
+    }
 }

@@ -314,6 +314,14 @@ fn euid() -> u32 {
     }
 }
 
+impl Memo {
+    /// Whether this memo can spare the next acquisition its path lookup, if `fstat` then shows
+    /// the file untouched (see [`stamp`]).
+    pub(crate) fn may_vouch(&self) -> bool {
+        self.settled && self.fresh()
+    }
+}
+
 /// The outcome of [`stamp`].
 #[derive(Debug)]
 pub(crate) enum Stamped {
@@ -347,7 +355,7 @@ pub(crate) fn stamp(
     }
     // Untouched since the previous acquisition (which any later change would show), and that
     // acquisition's lookup is recent: skip the lookup and the PID read.
-    let vouched = memo.filter(|memo| memo.settled && memo.seen == seen && memo.fresh());
+    let vouched = memo.filter(|memo| memo.seen == seen && memo.may_vouch());
     let looked_up = match vouched {
         Some(memo) => {
             crate::hooks::vouched();

@@ -835,6 +835,10 @@ impl Lock {
     ) -> Result<Attempt, Error> {
         let spec = &self.spec;
         let check_identity = !crate::hooks::broken("no-identity-check");
+        if !memo.is_some_and(|memo| memo.may_vouch()) {
+            // A full lookup follows: only what the watch sees from now on concerns this hold.
+            crate::watch::hold_begins(slot);
+        }
         let outcome = file::stamp(f, &spec.path, check_identity, pid, memo);
         if !matches!(outcome, Ok(Stamped::Held(_))) {
             // Not ours to keep: unlock now rather than when the last reference closes it.

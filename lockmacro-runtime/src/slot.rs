@@ -93,6 +93,8 @@ struct State {
     lost_wakers: Vec<Waker>,
     /// The watch on `file` (Linux).
     watching: Option<Watching>,
+    /// The watch is due to start (see `watch::ARM_AFTER`).
+    arming: bool,
 }
 
 /// Timed and async waiters cannot block in flock (it has no timeout, and would stall an
@@ -449,10 +451,9 @@ impl Slot {
     /// on, for as long as it stays open (see `watch`).
     pub(crate) fn locked(self: &Arc<Self>, shared: bool, exit_on_lost: bool) {
         let mut state = self.state();
-        if state.watching.is_none() {
-            if let Some(file) = &state.file {
-                state.watching = crate::watch::watch(self, file, &self.place.dir);
-            }
+        if state.watching.is_none() && !state.arming && state.file.is_some() {
+            state.arming = true;
+            crate::watch::arm(self);
         }
         state.held = Some(shared);
         state.lost = None;
@@ -500,6 +501,20 @@ impl Slot {
         }
     }
 
+    /// Starts watching the held file, if it is still held and not watched yet; true if it did.
+    pub(crate) fn start_watch(self: &Arc<Self>) -> bool {
+        let mut state = self.state();
+        state.arming = false;
+        if state.held.is_none() || state.watching.is_some() {
+            return false;
+        }
+        let Some(file) = state.file.clone() else {
+            return false;
+        };
+        state.watching = crate::watch::watch(self, &file, &self.place.dir);
+        state.watching.is_some()
+    }
+
     /// Registers `waker` to be woken when the current hold is lost; the reason if it is.
     pub(crate) fn watch_lost(&self, waker: &Waker) -> Option<String> {
         let mut state = self.state();
@@ -526,25 +541,30 @@ impl Slot {
                 exit: false, // already dealt with when it was lost
             };
         }
-        match crate::file::still_named(&file, &self.place.path) {
-            Ok(false) => {}
+        drain();
+        let reason = match crate::file::still_named(&file, &self.place.path) {
+            // Named again, but another file was at the path meanwhile (moved away and back
+            // while this process could not react, say stopped): someone may have held it.
+            Ok(true) if self.watch.away_and_back() => "the lock file was moved away while held \
+                 and another file was at its path meanwhile"
+                .to_owned(),
             // Still ours; or the path cannot be looked up now, which says nothing of the file.
             Ok(true) | Err(_) => {
                 self.watch.settled();
                 return Verdict::Fine;
             }
-        }
-        let reason = match crate::watch::reestablish(self, shared, drain) {
-            Ok(new) => {
-                forget_file(&mut state);
-                state.watching = new.watching;
-                state.file = Some(Arc::new(new.file));
-                state.memos = new.memos;
-                self.watch.settled();
-                crate::trace::reestablished(self);
-                return Verdict::Fine;
-            }
-            Err(reason) => reason,
+            Ok(false) => match crate::watch::reestablish(self, shared, drain) {
+                Ok(new) => {
+                    forget_file(&mut state);
+                    state.watching = new.watching;
+                    state.file = Some(Arc::new(new.file));
+                    state.memos = new.memos;
+                    self.watch.settled();
+                    crate::trace::reestablished(self);
+                    return Verdict::Fine;
+                }
+                Err(reason) => reason,
+            },
         };
         crate::trace::lost_held(self, &reason);
         state.lost = Some(reason.clone());

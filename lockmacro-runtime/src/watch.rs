@@ -98,6 +98,15 @@ impl SlotWatch {
         self.creations.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// True if, while the file was (perhaps) away from its path, the watch saw another file
+    /// created under the name, or could not see everything: then someone may have held the lock
+    /// meanwhile, even if the path names the file again now (moved away and back).
+    pub(crate) fn away_and_back(&self) -> bool {
+        let at = self.at_loss.load(Ordering::SeqCst);
+        at != NONE
+            && (self.unsure.load(Ordering::SeqCst) || self.creations.load(Ordering::SeqCst) > at)
+    }
+
     /// Files created under the name since the file left it, if that moment was seen.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn created_since_loss(&self) -> Option<u64> {
@@ -129,7 +138,14 @@ pub(crate) fn exit_lost(slot: &Slot, reason: String) -> ! {
     std::process::exit(crate::lost::LOST_EXIT_CODE)
 }
 
-pub(crate) use imp::{reestablish, unwatch, watch, Watching};
+pub(crate) use imp::{arm, hold_begins, reestablish, unwatch, watch, Watching};
+
+/// How long a lock file's first hold lasts before it is watched. A process that has set an
+/// inotify watch waits at its exit for the kernel to free it (a grace period: milliseconds,
+/// longer than the whole run of a small program), so a program that holds its lock for less
+/// than this never pays it. A removal within this time of the first hold is found when the watch starts,
+/// and the lock is then lost, never put back (nothing proves the gap empty).
+pub(crate) const ARM_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -140,6 +156,7 @@ mod imp {
     use std::path::Path;
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::{Arc, Mutex, MutexGuard, Weak};
+    use std::time::Instant;
 
     use rustix::fd::OwnedFd;
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
@@ -153,6 +170,10 @@ mod imp {
         pid: u32,
         fd: OwnedFd,
         table: Mutex<Table>,
+        /// Wakes the thread when a slot is to be watched (an eventfd).
+        wake: OwnedFd,
+        /// Slots to watch once their hold has lasted [`super::ARM_AFTER`].
+        arming: Mutex<Vec<(Instant, Weak<Slot>)>>,
     }
 
     #[derive(Default)]
@@ -200,10 +221,17 @@ mod imp {
             }
         }
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .ok()?;
         let fresh: *mut Watcher = Box::leak(Box::new(Watcher {
             pid,
             fd,
             table: Mutex::default(),
+            wake,
+            arming: Mutex::default(),
         }));
         match CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
@@ -223,6 +251,18 @@ mod imp {
                 unsafe { theirs.as_ref() }.filter(|w| w.pid == pid)
             }
         }
+    }
+
+    /// Has `slot` watched once its hold has lasted [`super::ARM_AFTER`] (see the module docs).
+    pub(crate) fn arm(slot: &Arc<Slot>) {
+        let Some(watcher) = watcher() else { return };
+        let due = Instant::now() + super::ARM_AFTER;
+        watcher
+            .arming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((due, Arc::downgrade(slot)));
+        let _ = rustix::io::write(&watcher.wake, &1u64.to_ne_bytes());
     }
 
     /// Watches `file` (open in `slot`, just found at its path) and its directory `dir`.
@@ -258,6 +298,9 @@ mod imp {
         };
         slot.watch.dir.0.store(dir_id.0, Ordering::SeqCst);
         slot.watch.dir.1.store(dir_id.1, Ordering::SeqCst);
+        // What happened before this watch (a previous file's events) is noted first, so that
+        // none of it counts for this file.
+        let seen = watcher.drain(&mut table);
         table
             .files
             .entry(file_wd)
@@ -268,8 +311,9 @@ mod imp {
             .entry(dir_wd)
             .or_default()
             .push(Arc::downgrade(slot));
-        // Events are read under the table's lock, so none about this file has been noted yet.
         slot.watch.new_file();
+        drop(table);
+        drop(seen);
         Some(Watching {
             slot: Arc::downgrade(slot),
             file: file_wd,
@@ -326,19 +370,30 @@ mod imp {
     impl Watcher {
         fn run(&self) {
             loop {
-                let mut poll = [rustix::event::PollFd::new(
-                    &self.fd,
-                    rustix::event::PollFlags::IN,
-                )];
-                match rustix::event::poll(&mut poll, None) {
+                let next = self.arm_due();
+                let mut poll = [
+                    rustix::event::PollFd::new(&self.fd, rustix::event::PollFlags::IN),
+                    rustix::event::PollFd::new(&self.wake, rustix::event::PollFlags::IN),
+                ];
+                let timeout = next.map(|at| {
+                    let left = at.saturating_duration_since(Instant::now());
+                    rustix::event::Timespec {
+                        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                        tv_nsec: i64::from(left.subsec_nanos()),
+                    }
+                });
+                match rustix::event::poll(&mut poll, timeout.as_ref()) {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
                     Err(_) => return,
                 }
-                let mut todo = {
+                let mut count = [0u8; 8];
+                let _ = rustix::io::read(&self.wake, &mut count);
+                let (mut todo, seen) = {
                     let mut table = lock(&self.table);
-                    self.drain(&mut table);
-                    std::mem::take(&mut table.pending)
+                    let seen = self.drain(&mut table);
+                    (std::mem::take(&mut table.pending), seen)
                 };
+                drop(seen);
                 while let Some(slot) = todo.pop() {
                     if let Some(slot) = slot.upgrade() {
                         self.verify(&slot);
@@ -350,25 +405,65 @@ mod imp {
             }
         }
 
+        /// Starts the watches that are due (checking each slot at once: what happened before
+        /// its watch cannot be proven harmless, so a file already gone is lost); returns when
+        /// the next one is due.
+        fn arm_due(&self) -> Option<Instant> {
+            let now = Instant::now();
+            let due: Vec<Weak<Slot>> = {
+                let mut arming = self
+                    .arming
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (due, later): (Vec<_>, Vec<_>) =
+                    arming.drain(..).partition(|(at, _)| *at <= now);
+                *arming = later;
+                due.into_iter().map(|(_, slot)| slot).collect()
+            };
+            for slot in due {
+                if let Some(slot) = slot.upgrade() {
+                    if slot.start_watch() {
+                        self.verify(&slot);
+                    }
+                }
+            }
+            self.arming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(at, _)| *at)
+                .min()
+        }
+
         /// Verifies `slot`, applying the exit policy if it is lost and a holder asked for it.
         fn verify(&self, slot: &Arc<Slot>) -> Verdict {
-            let verdict = slot.verify(&mut || self.drain(&mut lock(&self.table)));
+            let verdict = slot.verify(&mut || self.drain_now());
             if let Verdict::Lost { reason, exit: true } = verdict {
                 super::exit_lost(slot, reason);
             }
             verdict
         }
 
+        /// [`drain`](Watcher::drain), with the table locked only for it.
+        fn drain_now(&self) {
+            let seen = self.drain(&mut lock(&self.table));
+            drop(seen);
+        }
+
         /// Reads every event queued so far and notes what it says (in order) on the slots
-        /// concerned, which it adds to `pending`.
-        fn drain(&self, table: &mut Table) {
+        /// concerned, which it adds to `pending`. Returns the slots it looked at: the caller
+        /// drops them once the table is unlocked (dropping the last one runs `Slot::drop`,
+        /// which takes the table's lock).
+        #[must_use]
+        fn drain(&self, table: &mut Table) -> Vec<Arc<Slot>> {
+            let mut keep = Vec::new();
             let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
             let mut reader = inotify::Reader::new(&self.fd, &mut buf);
             loop {
                 let event = match reader.next() {
                     Ok(event) => event,
                     Err(rustix::io::Errno::INTR) => continue,
-                    Err(_) => return, // EAGAIN: nothing more queued
+                    Err(_) => return keep, // EAGAIN: nothing more queued
                 };
                 let (wd, flags) = (event.wd(), event.events());
                 let name = event.file_name().map(|n| n.to_bytes().to_vec());
@@ -381,6 +476,7 @@ mod imp {
                     {
                         if let Some(s) = slot.upgrade() {
                             s.watch.unsure.store(true, Ordering::SeqCst);
+                            keep.push(s);
                         }
                         table.pending.push(slot.clone());
                     }
@@ -390,6 +486,7 @@ mod imp {
                     for slot in slots {
                         if let Some(s) = slot.upgrade() {
                             s.watch.suspect();
+                            keep.push(s);
                         }
                     }
                     table.pending.extend(slots.iter().cloned());
@@ -418,6 +515,7 @@ mod imp {
                     } else {
                         s.watch.suspect();
                     }
+                    keep.push(s);
                     table.pending.push(slot.clone());
                 }
                 if flags.contains(ReadFlags::IGNORED) {
@@ -427,10 +525,20 @@ mod imp {
         }
     }
 
+    /// A hold begins with a full path lookup about to be made: what the watch saw before it
+    /// (between holds) is noted and then forgotten, so that only what happens from here on can
+    /// make this hold lost.
+    pub(crate) fn hold_begins(slot: &Slot) {
+        if let Some(watcher) = watcher() {
+            watcher.drain_now();
+        }
+        slot.watch.settled();
+    }
+
     pub(crate) fn check(slot: &Arc<Slot>) -> Verdict {
         match watcher() {
             Some(watcher) => {
-                watcher.drain(&mut lock(&watcher.table));
+                watcher.drain_now();
                 watcher.verify(slot)
             }
             None => slot.verify(&mut || {}),
@@ -532,6 +640,10 @@ mod imp {
     }
 
     pub(crate) fn unwatch(_watching: Watching) {}
+
+    pub(crate) fn arm(_slot: &Arc<Slot>) {}
+
+    pub(crate) fn hold_begins(_slot: &Slot) {}
 
     pub(crate) fn check(slot: &Arc<Slot>) -> Verdict {
         slot.verify(&mut || {})

@@ -128,6 +128,9 @@ fn lock_for(dir: &str, name: &str, flags: &[&str]) -> Lock {
     if flags.contains(&"--notice") {
         lock = lock.wait_notice(true);
     }
+    if flags.contains(&"--report") {
+        lock = lock.on_lost(lockmacro_runtime::OnLost::Report);
+    }
     lock
 }
 
