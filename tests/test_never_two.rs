@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lockmacro_runtime::{Error, Lock};
+use lockmacro_runtime::{Error, Lock, OnLost, LOST_EXIT_CODE};
 use tempfile::TempDir;
 
 const REGRESS: &str = env!("CARGO_BIN_EXE_lm-regress");
@@ -40,9 +40,6 @@ const BOUND: Duration = Duration::from_secs(20);
 
 /// The unprivileged user of the multi-user tests.
 const NOBODY: u32 = 65534;
-
-/// The exit status of a holder whose lock was lost (`OnLost::Exit`, the default).
-const LOST_EXIT_CODE: i32 = 75;
 
 /// Environment variables of the runtime that a child must not inherit by accident.
 const RUNTIME_ENV: [&str; 4] = [
@@ -1445,4 +1442,102 @@ fn wait_until_watched(pid: u32, path: &Path) {
         );
         std::thread::sleep(Duration::from_millis(5)); // polling a condition, bounded above
     }
+}
+
+/// True if nobody holds the file at `path` (an independent open and a non-blocking exclusive
+/// flock, released at once by closing).
+fn free_now(path: &Path) -> bool {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: flock(2) on a descriptor we own.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+// --- 7, with `OnLost::Report`: the guard tells the truth, and the process goes on -----------
+
+/// Issue 12, item 7, replacement, `OnLost::Report`. Seen: a lock file replaced while held let a
+/// second holder in while the guard's `is_lost()` said false and `check()` said Ok. With
+/// `Report`, both must tell the truth at once (they look the path up at every call), and the
+/// process goes on.
+///
+/// On b4e6cd3: does not compile in the default build; with `--features postgres`, fails at
+/// "acquire with OnLost::Report" (the lock became a PostgreSQL lock without a URL).
+#[test]
+fn replaced_7_report_policy_guard_says_lost() {
+    assert_eq!(LOST_EXIT_CODE, 75);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lock = Lock::new("replaced-report")
+        .dir(dir.path())
+        .on_lost(OnLost::Report);
+    let guard = lock.try_acquire().expect("acquire with OnLost::Report");
+    assert!(!guard.is_lost(), "lost before anything happened");
+    guard.check().expect("check before anything happened");
+
+    // Another locker's file, held, renamed over ours.
+    let intruder_path = dir.path().join("intruder");
+    let intruder = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&intruder_path)
+        .expect("create the intruder's file");
+    // SAFETY: flock(2) on a descriptor we own.
+    let rc = unsafe { libc::flock(intruder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "lock the intruder's file");
+    let intruder_ino = intruder.metadata().expect("stat").ino();
+    fs::rename(&intruder_path, lock.path()).expect("replace the held lock file");
+
+    assert!(
+        guard.is_lost(),
+        "is_lost() is false right after the lock file was replaced by another locker's"
+    );
+    match guard.check() {
+        Err(Error::Lost { .. }) => {}
+        other => panic!("check() after the lock file was replaced: expected Lost, got {other:?}"),
+    }
+    drop(guard);
+    // Releasing a lost lock touches nothing at the path: the intruder's file stays, still held.
+    let meta = fs::symlink_metadata(lock.path()).expect("the intruder's file is at the path");
+    assert_eq!(
+        meta.ino(),
+        intruder_ino,
+        "the file at the path was replaced"
+    );
+    assert!(
+        !free_now(lock.path()),
+        "the intruder's lock was released by our release"
+    );
+}
+
+/// Issue 12, item 7, removal, `OnLost::Report`. Seen: after `rm` of a held lock file, a second
+/// process got in while `is_lost()` said false, `check()` said Ok and `holder()` said None. The
+/// holder must put the file back already locked: then nothing is lost, and the answers are true.
+///
+/// On b4e6cd3: does not compile in the default build; with `--features postgres`, fails at
+/// "acquire with OnLost::Report".
+#[test]
+fn removed_7_report_policy_file_is_put_back_and_not_lost() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lock = Lock::new("removed-report")
+        .dir(dir.path())
+        .on_lost(OnLost::Report);
+    let guard = lock.try_acquire().expect("acquire with OnLost::Report");
+    wait_until_watched(std::process::id(), lock.path());
+    fs::remove_file(lock.path()).expect("rm the held lock file");
+    assert!(
+        reappears(lock.path(), BOUND),
+        "the lock file was not re-created within {BOUND:?} after `rm` while held"
+    );
+    assert!(
+        !free_now(lock.path()),
+        "the re-created lock file is not locked: a second holder could get in"
+    );
+    assert_eq!(
+        lock.holder().expect("holder"),
+        Some(std::process::id()),
+        "holder() after the rm"
+    );
+    assert!(!guard.is_lost(), "is_lost() after the file was put back");
+    guard.check().expect("check() after the file was put back");
+    guard.release().expect("release");
+    assert!(free_now(lock.path()), "released");
 }
