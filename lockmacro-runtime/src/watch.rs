@@ -9,8 +9,11 @@
 //! watches every lock file this process keeps open (`IN_ATTRIB`: its link count dropped, by an
 //! unlink or a rename over it; `IN_MOVE_SELF`: renamed away) and their directories (names
 //! created, removed or moved; the directory itself moved or removed). The watches are set once
-//! per open file, not per acquisition. On an event it checks each held lock as
-//! `LockGuard::check` does (the path still names the held file) and, if not:
+//! per open file, not per acquisition, once the file's first hold has lasted [`ARM_AFTER`]
+//! (then the file is checked at once: a removal before that is lost, never put back). On an
+//! event it checks each held lock as `LockGuard::check` does (the path still names the held
+//! file, and did all along: a file moved away and back while another was at the path is lost)
+//! and, if not:
 //!
 //! - **Re-established, nothing lost**, when that is provably safe: nothing is at the path, and
 //!   the watch saw no other file created under the name since ours left it. The holder makes an
@@ -145,6 +148,7 @@ pub(crate) use imp::{arm, hold_begins, reestablish, unwatch, watch, Watching};
 /// longer than the whole run of a small program), so a program that holds its lock for less
 /// than this never pays it. A removal within this time of the first hold is found when the watch starts,
 /// and the lock is then lost, never put back (nothing proves the gap empty).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) const ARM_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[cfg(target_os = "linux")]
