@@ -16,10 +16,13 @@
 //! The Report policy of item 7 needs an API that did not exist in the default build before the
 //! fix: it is in `tests/test_never_two_report.rs`, so that this file compiles on the old code.
 
+mod common;
+mod common_rel;
+
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common_rel::{require_setpriv, set_mode};
 use lockmacro_runtime::{Error, Lock, OnLost, LOST_EXIT_CODE};
 use tempfile::TempDir;
 
@@ -287,24 +291,6 @@ impl Drop for Kid {
     }
 }
 
-/// Fails clearly unless the tests can switch to `nobody` (they must run as root, as in CI).
-fn require_setpriv() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "id",
-            "-u",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("run setpriv (util-linux): {e}"));
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "65534",
-        "these tests switch to user nobody with setpriv and must run as root (CI does): {out:?}"
-    );
-}
-
 // --- oracles and files ----------------------------------------------------------------------
 
 /// What an independent open of the file and `flock(LOCK_EX|LOCK_NB)` says about it now.
@@ -346,11 +332,6 @@ fn locked_by_us(path: &Path) -> File {
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     assert_eq!(rc, 0, "flock {}", path.display());
     file
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
 }
 
 /// A fresh temporary directory.
@@ -944,6 +925,39 @@ fn cleanup_5_wait_on_a_foreign_locker_says_so() {
 ///
 /// On b4e6cd3: fails with "nobody should be told root holds the lock, got \"error Io ...
 /// Permission denied\"".
+/// Issue 12, item 6 (never write a file the caller did not create): a lock file that root made
+/// writable by everyone (0666) is locked by `nobody` but never written: its PID goes only into
+/// files it owns (the kernel's lock table names it as the holder).
+///
+/// On b4e6cd3: fails with "nobody wrote into root's lock file" (its PID replaced the content).
+#[test]
+fn shared_dir_6_file_of_root_writable_by_all_is_locked_not_written() {
+    require_setpriv();
+    let shared = sticky_shared_dir();
+    let d = show(shared.path());
+    let name = "roots-0666";
+    let path = lock_path(shared.path(), name);
+    fs::write(&path, "root's\n").expect("root's lock file");
+    set_mode(&path, 0o666);
+    let mut nobody = Kid::regress(&["hold", &d, name], Opts::nobody());
+    let pid = nobody.expect_pid("locked");
+    assert_eq!(probe(&path), Seen::Held, "nobody holds it");
+    assert_eq!(
+        fs::read_to_string(&path).expect("read"),
+        "root's\n",
+        "nobody wrote into root's lock file"
+    );
+    assert_eq!(
+        Lock::new(name)
+            .dir(shared.path())
+            .holder()
+            .expect("holder()"),
+        Some(pid),
+        "the holder comes from the kernel's lock table"
+    );
+    nobody.finish_ok();
+}
+
 #[test]
 fn shared_dir_6_file_created_by_root_is_usable_by_nobody_both_ways() {
     require_setpriv();
