@@ -41,6 +41,7 @@
 )]
 
 mod chain;
+mod deadline;
 mod dir;
 mod error;
 mod file;

@@ -5,12 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use crate::chain;
 use crate::error::{one_line, program_name, Error};
 use crate::guard::LockGuard;
-use crate::lock::{deadline, Acquire, Lock, Wait};
+use crate::lock::{Acquire, Lock, Wait};
 
 pub use core;
 
@@ -61,21 +60,13 @@ impl Site {
     }
 }
 
-/// How the annotated function waits.
-#[derive(Debug, Clone, Copy)]
-pub enum Mode {
-    Try,
-    Wait,
-    Timeout(Duration),
-}
+pub use crate::deadline::Deadline;
 
-impl Mode {
-    fn wait(self) -> Wait {
-        match self {
-            Mode::Try => Wait::Try,
-            Mode::Wait => Wait::Block,
-            Mode::Timeout(t) => deadline(t),
-        }
+fn wait(deadline: Deadline) -> Wait {
+    match deadline {
+        Deadline::Now => Wait::Try,
+        Deadline::Never => Wait::Block,
+        Deadline::At { at, timeout } => Wait::Until(at, timeout),
     }
 }
 
@@ -98,7 +89,7 @@ pub struct Scope {
     _guard: Option<LockGuard>,
 }
 
-pub fn enter(site: &'static Site, mode: Mode) -> Result<Scope, Error> {
+pub fn enter(site: &'static Site, deadline: Deadline) -> Result<Scope, Error> {
     let lock = site.lock();
     if reentrant(lock)? {
         return Ok(Scope {
@@ -106,7 +97,7 @@ pub fn enter(site: &'static Site, mode: Mode) -> Result<Scope, Error> {
             _guard: None,
         });
     }
-    let guard = lock.acquire_with(mode.wait())?;
+    let guard = lock.acquire_with(wait(deadline))?;
     Ok(Scope {
         _entry: Some(chain::Entry::push(lock.key(), lock.spec().shared)),
         _guard: Some(guard),
@@ -122,15 +113,15 @@ pub struct AsyncScope {
     guard: Option<LockGuard>,
 }
 
-pub async fn enter_async(site: &'static Site, mode: Mode) -> Result<AsyncScope, Error> {
+pub async fn enter_async(site: &'static Site, deadline: Deadline) -> Result<AsyncScope, Error> {
     let lock = site.lock();
     if reentrant(lock)? {
         return Ok(AsyncScope { lock, guard: None });
     }
-    let guard = match mode {
-        Mode::Try => lock.acquire_with(Wait::Try)?,
-        Mode::Wait => Acquire::new(lock, None, false).await?,
-        Mode::Timeout(t) => Acquire::new(lock, Some(t), false).await?,
+    let guard = match deadline {
+        Deadline::Now => lock.acquire_with(Wait::Try)?,
+        Deadline::Never => Acquire::new(lock, None, false).await?,
+        Deadline::At { timeout, .. } => Acquire::new(lock, Some(timeout), false).await?,
     };
     Ok(AsyncScope {
         lock,

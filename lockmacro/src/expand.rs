@@ -120,11 +120,11 @@ impl Plan {
             _ => {}
         }
         let mode = match (args.wait, args.timeout) {
-            (Some(_), _) => quote!(#krate::__private::Mode::Wait),
+            (Some(_), _) => quote!(#krate::__private::Deadline::Never),
             (None, Some((_, ms))) => quote!(
-                #krate::__private::Mode::Timeout(::core::time::Duration::from_millis(#ms))
+                #krate::__private::Deadline::after(::core::time::Duration::from_millis(#ms))
             ),
-            (None, None) => quote!(#krate::__private::Mode::Try),
+            (None, None) => quote!(#krate::__private::Deadline::Now),
         };
         Ok(Plan {
             krate,
