@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common_async::{fresh_dir, hold, holder_of, no_forks, within, Proc, SignalPending, LIMIT};
-use lockmacro_runtime::{exclusive, Error, Lock};
+use lockmacro_runtime::{exclusive, Error, Location, Lock};
 use tempfile::TempDir;
 use tokio::time::MissedTickBehavior;
 
@@ -90,7 +90,11 @@ async fn async_fn_returning_result_gets_held_with_the_holders_pid() {
     let mut holder = hold(dir, "held", &[]);
 
     match held_job().await {
-        Err(Error::Held { name, path, pid }) => {
+        Err(Error::Held {
+            name,
+            at: Location::File(path),
+            pid,
+        }) => {
             assert_eq!(name, "held");
             assert!(path.starts_with(dir), "{}", path.display());
             assert_eq!(pid, Some(holder.pid));

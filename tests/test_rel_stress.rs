@@ -3,7 +3,7 @@
 //! (`cleanup`), each running a critical section that increments a counter file non-atomically
 //! and detects a second holder with a marker file created with `create_new`.
 //!
-//! The same load with the protocol broken on purpose (the runtime's `test-hooks` switches) must
+//! The same load with the protocol broken on purpose (the runtime's test hooks) must
 //! be caught, which proves the detectors can see a broken lock at all.
 
 mod common;

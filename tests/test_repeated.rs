@@ -6,7 +6,7 @@
 //! Each scenario first acquires and releases in a loop for [`WARM`], long enough for the kernel's
 //! coarse clock to pass the file's change time (so the fast path is fully armed), then disturbs
 //! the file and acquires once more. A scenario runs [`ROUNDS`] times on tmpfs and on the disk,
-//! and every test asserts, through the `test-hooks` counter, that the fast path was actually
+//! and every test asserts, through the test-hooks counter, that the fast path was actually
 //! taken: a test that never reaches it would prove nothing.
 
 mod common;

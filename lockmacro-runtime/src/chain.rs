@@ -7,17 +7,20 @@
 //! the holder sees it but another task that happens to run on the same thread does not.
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Location;
+use crate::request::Share;
+
 thread_local! {
-    static CHAIN: RefCell<Vec<(Arc<PathBuf>, bool, u32)>> = const { RefCell::new(Vec::new()) };
+    static CHAIN: RefCell<Vec<(Arc<Location>, Share, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// How the current call chain holds the lock at `path`: `Some(false)` exclusively,
-/// `Some(true)` only shared, `None` not at all. Entries made before a fork are the parent's
-/// holds, not the child's (see `fork`): a forked child holds nothing.
-pub(crate) fn held(path: &Path) -> Option<bool> {
+/// How the current call chain holds the lock at `at` (spelled canonically: see
+/// `Lock::chain_key`): `Some(Exclusive)`, `Some(Shared)` if only shared, `None` not at all.
+/// Entries made before a fork are the parent's holds, not the child's (see `file::fork`): a
+/// forked child holds nothing.
+pub(crate) fn held(at: &Location) -> Option<Share> {
     CHAIN.with(|chain| {
         let chain = chain.borrow();
         if chain.is_empty() {
@@ -25,12 +28,12 @@ pub(crate) fn held(path: &Path) -> Option<bool> {
         }
         let pid = crate::pid::current();
         let mut found = None;
-        for (p, shared, holder) in chain.iter() {
-            if *holder == pid && p.as_path() == path {
-                if !shared {
-                    return Some(false);
+        for (key, share, holder) in chain.iter() {
+            if *holder == pid && **key == *at {
+                if *share == Share::Exclusive {
+                    return Some(Share::Exclusive);
                 }
-                found = Some(true);
+                found = Some(Share::Shared);
             }
         }
         found
@@ -45,9 +48,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn push(path: Arc<PathBuf>, shared: bool) -> Entry {
+    pub(crate) fn push(at: Arc<Location>, share: Share) -> Entry {
         let pid = crate::pid::current();
-        CHAIN.with(|chain| chain.borrow_mut().push((path, shared, pid)));
+        CHAIN.with(|chain| chain.borrow_mut().push((at, share, pid)));
         Entry {
             _not_send: std::marker::PhantomData,
         }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 /// Why a lock was not obtained.
 ///
-/// Every variant names the lock and the file (or directory) involved, so the message alone is
+/// Every variant names the lock and where it is (its file or directory, or its PostgreSQL server
+/// and key), so the message alone is
 /// enough to act on. [`Error::holder_pid`] gives the holder's PID when it is known.
 ///
 /// ```
@@ -27,8 +28,8 @@ pub enum Error {
     Held {
         /// The lock's name.
         name: String,
-        /// The lock file.
-        path: PathBuf,
+        /// Where the lock is: its file, or its PostgreSQL server and key.
+        at: Location,
         /// The holder's PID, when it could be determined.
         pid: Option<u32>,
     },
@@ -36,8 +37,8 @@ pub enum Error {
     Timeout {
         /// The lock's name.
         name: String,
-        /// The lock file.
-        path: PathBuf,
+        /// Where the lock is: its file, or its PostgreSQL server and key.
+        at: Location,
         /// How long we waited.
         timeout: Duration,
         /// The holder's PID at the time we gave up, when it could be determined.
@@ -49,8 +50,8 @@ pub enum Error {
     Nested {
         /// The lock's name.
         name: String,
-        /// The lock file.
-        path: PathBuf,
+        /// Where the lock is: its file, or its PostgreSQL server and key.
+        at: Location,
         /// Whether the enclosing hold is shared.
         held_shared: bool,
     },
@@ -81,12 +82,13 @@ pub enum Error {
     Lost {
         /// The lock's name.
         name: String,
-        /// Where the lock was (for PostgreSQL: the server and the key).
-        path: PathBuf,
+        /// Where the lock was: its file, or its PostgreSQL server and key.
+        at: Location,
         /// What happened.
         reason: String,
     },
     /// An operating-system call failed while creating, opening, locking or removing the lock file.
+    /// (A PostgreSQL lock's failures are [`Error::Postgres`].)
     Io {
         /// The lock's name.
         name: String,
@@ -97,6 +99,65 @@ pub enum Error {
         /// The underlying error.
         source: io::Error,
     },
+    /// A PostgreSQL lock could not be taken, kept or asked about: the server could not be
+    /// reached or configured, or a query failed (feature `postgres`).
+    Postgres {
+        /// The lock's name.
+        name: String,
+        /// The server (never with its password), as `host:port/database`.
+        server: String,
+        /// The advisory-lock key.
+        key: i64,
+        /// What we were doing, for example "connect to the server of".
+        action: &'static str,
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Where a lock is: the file of a file lock, or the server and key of a PostgreSQL lock.
+///
+/// ```
+/// use lockmacro_runtime::{Location, Lock};
+///
+/// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-location"));
+/// assert_eq!(lock.location(), Location::File(lock.path().to_owned()));
+/// assert_eq!(lock.location().to_string(), lock.path().display().to_string());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Location {
+    /// The lock file.
+    File(PathBuf),
+    /// A PostgreSQL advisory lock (feature `postgres`).
+    Postgres {
+        /// The server (never with its password), as `host:port/database`.
+        server: String,
+        /// The advisory-lock key.
+        key: i64,
+    },
+}
+
+impl Location {
+    /// The lock file, for a file lock.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Location::File(path) => Some(path),
+            Location::Postgres { .. } => None,
+        }
+    }
+}
+
+/// A file lock shows its path; a PostgreSQL lock `postgres://host:port/db advisory lock KEY`.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres { server, key } => {
+                write!(f, "postgres://{server} advisory lock {key}")
+            }
+        }
+    }
 }
 
 impl Error {
@@ -138,11 +199,13 @@ impl Error {
             | Error::UnsafeDir { name, .. }
             | Error::UnsafeFile { name, .. }
             | Error::Lost { name, .. }
-            | Error::Io { name, .. } => name,
+            | Error::Io { name, .. }
+            | Error::Postgres { name, .. } => name,
         }
     }
 
-    /// The lock file (or, for [`Error::UnsafeDir`], the directory) the error is about.
+    /// The lock file (or, for [`Error::UnsafeDir`], the directory) the error is about; `None`
+    /// for a PostgreSQL lock (see [`location`](Error::location)).
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -150,18 +213,46 @@ impl Error {
     /// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-error-path"));
     /// let _held = lock.try_acquire()?;
     /// let err = lock.try_acquire().unwrap_err();
-    /// assert_eq!(err.path(), lock.path());
+    /// assert_eq!(err.path(), Some(lock.path()));
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
-    pub fn path(&self) -> &Path {
+    pub fn path(&self) -> Option<&Path> {
         match self {
-            Error::Held { path, .. }
-            | Error::Timeout { path, .. }
-            | Error::Nested { path, .. }
-            | Error::UnsafeDir { path, .. }
+            Error::Held { at, .. }
+            | Error::Timeout { at, .. }
+            | Error::Nested { at, .. }
+            | Error::Lost { at, .. } => at.path(),
+            Error::UnsafeDir { path, .. }
             | Error::UnsafeFile { path, .. }
-            | Error::Lost { path, .. }
-            | Error::Io { path, .. } => path,
+            | Error::Io { path, .. } => Some(path),
+            Error::Postgres { .. } => None,
+        }
+    }
+
+    /// Where the lock the error is about is (for [`Error::UnsafeDir`], the directory).
+    ///
+    /// ```
+    /// use lockmacro_runtime::{Location, Lock};
+    ///
+    /// let lock = Lock::new("report").dir(std::env::temp_dir().join("lockmacro-doc-error-at"));
+    /// let _held = lock.try_acquire()?;
+    /// let err = lock.try_acquire().unwrap_err();
+    /// assert_eq!(err.location(), lock.location());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn location(&self) -> Location {
+        match self {
+            Error::Held { at, .. }
+            | Error::Timeout { at, .. }
+            | Error::Nested { at, .. }
+            | Error::Lost { at, .. } => at.clone(),
+            Error::UnsafeDir { path, .. }
+            | Error::UnsafeFile { path, .. }
+            | Error::Io { path, .. } => Location::File(path.clone()),
+            Error::Postgres { server, key, .. } => Location::Postgres {
+                server: server.clone(),
+                key: *key,
+            },
         }
     }
 
@@ -205,26 +296,22 @@ fn by_pid(pid: Option<u32>) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Held { name, path, pid } => write!(
-                f,
-                "lock `{name}` is already held{} ({})",
-                by_pid(*pid),
-                path.display()
-            ),
+            Error::Held { name, at, pid } => {
+                write!(f, "lock `{name}` is already held{} ({at})", by_pid(*pid),)
+            }
             Error::Timeout {
                 name,
-                path,
+                at,
                 timeout,
                 pid,
             } => write!(
                 f,
-                "timed out after {timeout:?} waiting for lock `{name}`, held{} ({})",
+                "timed out after {timeout:?} waiting for lock `{name}`, held{} ({at})",
                 by_pid(*pid),
-                path.display()
             ),
             Error::Nested {
                 name,
-                path,
+                at,
                 held_shared,
             } => {
                 let how = if *held_shared {
@@ -235,8 +322,7 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "lock `{name}` is already held by this call chain, and this request {how}, \
-                     which would deadlock ({})",
-                    path.display()
+                     which would deadlock ({at})"
                 )
             }
             Error::UnsafeDir { name, path, reason } => write!(
@@ -249,14 +335,26 @@ impl fmt::Display for Error {
                 "refusing lock file {} for lock `{name}`: {reason}",
                 path.display()
             ),
-            Error::Lost { name, path, reason } => write!(
-                f,
-                "lost lock `{name}` while holding it ({}): {reason}",
-                path.display()
-            ),
+            Error::Lost { name, at, reason } => {
+                write!(f, "lost lock `{name}` while holding it ({at}): {reason}")
+            }
             Error::Io {
                 name, path, action, ..
             } => write!(f, "lock `{name}`: cannot {action} {}", path.display()),
+            Error::Postgres {
+                name,
+                server,
+                key,
+                action,
+                ..
+            } => write!(
+                f,
+                "lock `{name}`: cannot {action} {}",
+                Location::Postgres {
+                    server: server.clone(),
+                    key: *key
+                }
+            ),
         }
     }
 }
@@ -265,6 +363,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::Postgres { source, .. } => Some(&**source),
             _ => None,
         }
     }
@@ -290,6 +389,7 @@ impl From<Error> for io::Error {
             Error::Held { .. } => io::ErrorKind::WouldBlock,
             Error::Timeout { .. } => io::ErrorKind::TimedOut,
             Error::Io { source, .. } => source.kind(),
+            Error::Postgres { .. } => io::ErrorKind::Other,
             Error::Nested { .. } => io::ErrorKind::Other,
             Error::Lost { .. } => io::ErrorKind::ConnectionAborted,
             Error::UnsafeDir { .. } | Error::UnsafeFile { .. } => io::ErrorKind::PermissionDenied,

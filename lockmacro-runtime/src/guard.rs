@@ -1,13 +1,9 @@
 use std::future::Future;
-use std::io;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::error::Error;
-use crate::file;
-use crate::fork::LockFile;
-use crate::lock::Lock;
-use crate::slot::{Slot, Verdict};
+use crate::backend::{Backend, Hold};
+use crate::error::{Error, Location};
+use crate::request::Share;
 use crate::trace;
 
 /// Proof that a lock is held; dropping it releases the lock.
@@ -29,48 +25,19 @@ use crate::trace;
 #[derive(Debug)]
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
-    lock: Lock,
-    /// This process's state of the lock file, which the guard keeps alive (`None` for a
-    /// PostgreSQL lock).
-    slot: Option<Arc<Slot>>,
-    /// The process that acquired the lock; only it may release (or unlink) anything.
-    pid: u32,
-    released: bool,
+    /// The lock this guard holds (what it is, for the accessors and events).
+    lock: Backend,
+    hold: Hold,
     since: trace::Since,
-    /// The session holding a PostgreSQL lock.
-    #[cfg(feature = "postgres")]
-    pg: Option<Arc<crate::pg::Hold>>,
 }
 
 impl LockGuard {
-    pub(crate) fn new(lock: Lock, slot: Arc<Slot>, pid: u32) -> LockGuard {
+    pub(crate) fn new(lock: Backend, hold: Hold) -> LockGuard {
         LockGuard {
             lock,
-            slot: Some(slot),
-            pid,
-            released: false,
+            hold,
             since: trace::Since::now(),
-            #[cfg(feature = "postgres")]
-            pg: None,
         }
-    }
-
-    #[cfg(feature = "postgres")]
-    pub(crate) fn postgres(lock: Lock, hold: Arc<crate::pg::Hold>) -> LockGuard {
-        LockGuard {
-            lock,
-            slot: None,
-            pid: std::process::id(),
-            released: false,
-            since: trace::Since::now(),
-            pg: Some(hold),
-        }
-    }
-
-    /// Drops the guard without releasing anything (its owner releases by other means).
-    #[cfg(feature = "postgres")]
-    pub(crate) fn defuse(mut self) {
-        self.released = true;
     }
 
     /// The lock file's path.
@@ -85,6 +52,20 @@ impl LockGuard {
     /// ```
     pub fn path(&self) -> &Path {
         self.lock.path()
+    }
+
+    /// Where the lock is: its file, or its PostgreSQL server and key.
+    ///
+    /// ```
+    /// use lockmacro_runtime::{Location, Lock};
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-guard-location");
+    /// let guard = Lock::new("cache-rebuild").dir(&dir).try_acquire()?;
+    /// assert_eq!(guard.location(), Location::File(guard.path().to_owned()));
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn location(&self) -> Location {
+        self.lock.location()
     }
 
     /// The lock's name.
@@ -112,7 +93,7 @@ impl LockGuard {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn is_shared(&self) -> bool {
-        self.lock.spec().shared
+        self.lock.share() == Share::Shared
     }
 
     /// Whether the lock was lost while held: `check().is_err()`, so it looks again at every
@@ -162,22 +143,7 @@ impl LockGuard {
 
     /// Why the lock is not held by this guard now, looking again.
     fn lost_reason(&self) -> Option<String> {
-        #[cfg(feature = "postgres")]
-        if let Some(hold) = &self.pg {
-            return hold.lost_reason();
-        }
-        if crate::pid::current() != self.pid {
-            return Some(format!(
-                "this guard was inherited through fork: the lock belongs to process {}",
-                self.pid
-            ));
-        }
-        let slot = self.slot.as_ref().filter(|_| !self.released)?;
-        match crate::watch::check(slot) {
-            Verdict::Fine => None,
-            Verdict::Lost { reason, exit: true } => crate::watch::exit_lost(slot, reason),
-            Verdict::Lost { reason, .. } => Some(reason),
-        }
+        self.hold.lost_reason()
     }
 
     /// A future that completes with [`Error::Lost`] when the lock is lost (with
@@ -198,32 +164,16 @@ impl LockGuard {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn lost(&self) -> impl Future<Output = Error> + Send + '_ {
-        std::future::poll_fn(move |cx| {
-            #[cfg(feature = "postgres")]
-            if let Some(hold) = &self.pg {
-                return match hold.watch(cx.waker()) {
-                    Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
-                    None => std::task::Poll::Pending,
-                };
-            }
-            if crate::pid::current() != self.pid {
-                return std::task::Poll::Pending; // the parent's lock: nothing to watch here
-            }
-            match self
-                .slot
-                .as_ref()
-                .and_then(|slot| slot.watch_lost(cx.waker()))
-            {
-                Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
-                None => std::task::Poll::Pending,
-            }
+        std::future::poll_fn(move |cx| match self.hold.poll_lost(cx.waker()) {
+            Some(reason) => std::task::Poll::Ready(self.lost_error(reason)),
+            None => std::task::Poll::Pending,
         })
     }
 
     fn lost_error(&self, reason: String) -> Error {
         Error::Lost {
             name: self.name().to_owned(),
-            path: self.path().to_owned(),
+            at: self.location(),
             reason,
         }
     }
@@ -264,89 +214,11 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<(), Error> {
-        if std::mem::replace(&mut self.released, true) || crate::pid::current() != self.pid {
-            // Already released, or a forked child: the parent's lock is not ours to touch.
-            return Ok(());
+        if self.hold.is_live() {
+            trace::released(self.lock.about(), self.since);
         }
-        trace::released(self.lock.spec(), self.since);
-        #[cfg(feature = "postgres")]
-        if let Some(hold) = &self.pg {
-            hold.release(self.lock.spec().lease());
-            return Ok(());
-        }
-        let Some(slot) = self.slot.clone() else {
-            return Ok(());
-        };
-        if !slot.leave() {
-            return Ok(()); // other shared holders of this process keep the kernel lock
-        }
-        let result = match slot.held_file() {
-            Some((f, seen)) => self.release_kernel_lock(&slot, f, seen),
-            None => Ok(()),
-        };
-        slot.released();
-        result
+        self.hold.release()
     }
-
-    /// `seen`: the file as its acquisition saw it, if known.
-    fn release_kernel_lock(
-        &self,
-        slot: &Slot,
-        f: Arc<LockFile>,
-        seen: Option<file::Seen>,
-    ) -> Result<(), Error> {
-        let spec = self.lock.spec();
-        if spec.cleanup && crate::hooks::broken("unlock-before-unlink") {
-            slot.discard_file();
-            drop(f);
-            let _ = std::fs::remove_file(spec.path.as_path());
-            return Ok(());
-        }
-        if trace::wants_lost() && !file::still_named(&f, &spec.path).unwrap_or(true) {
-            trace::lost(spec, "the lock file was removed or replaced while held");
-        }
-        if spec.cleanup {
-            let result = unlink_if_last(&f, seen, spec.shared, &spec.path);
-            // Unlocked explicitly, after the unlink: closing would not release it if another
-            // process still had the open file (see `fork`).
-            file::unlock(&f);
-            slot.discard_file();
-            drop(f);
-            return result.map_err(|e| spec.io_error("remove lock file", e));
-        }
-        if !file::unlock(&f) {
-            slot.discard_file(); // closing releases it instead
-        }
-        Ok(())
-    }
-}
-
-/// Removes the lock file while we still hold its lock, so no one can lock the old inode and
-/// believe they hold the lock at the path. A shared holder removes it only if it can convert to
-/// exclusive without waiting, that is when it is the last holder; if two leave at the same
-/// instant, neither may, and the file stays behind, which is harmless.
-fn unlink_if_last(
-    f: &LockFile,
-    seen: Option<file::Seen>,
-    shared: bool,
-    path: &Path,
-) -> io::Result<()> {
-    if shared && !file::try_lock(f, false)? {
-        return Ok(()); // others still hold it shared
-    }
-    // Somebody outside the protocol may have replaced the file; never remove theirs. (Which
-    // file is ours, its device and inode, was seen when we acquired it.)
-    let ours = match seen {
-        Some(seen) => seen.named_by(path)?,
-        None => file::still_named(f, path)?,
-    };
-    if ours {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 impl Drop for LockGuard {

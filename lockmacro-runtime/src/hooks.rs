@@ -1,5 +1,5 @@
-//! Test-only switches, compiled only with the `test-hooks` feature (never enable it in a real
-//! program). They let the reliability suite prove its detectors work by breaking the protocol
+//! Test-only switches, compiled only with `--cfg lockmacro_test_hooks`, which this repository's
+//! `.cargo/config.toml` sets for its own builds (no dependent crate can set it for us). They let the reliability suite prove its detectors work by breaking the protocol
 //! on purpose, and mock the filesystem-type probe. Read once per process from the environment:
 //!
 //! - `LOCKMACRO_TEST_BREAK=unlock-before-unlink`: `cleanup` releases, then unlinks.
@@ -9,7 +9,7 @@
 //! It also counts the acquisitions that skipped the path lookup on a memo (`file::Memo`), so
 //! that the tests of that fast path can show they exercised it.
 
-#[cfg(feature = "test-hooks")]
+#[cfg(lockmacro_test_hooks)]
 mod imp {
     use std::cell::Cell;
     use std::sync::OnceLock;
@@ -41,7 +41,7 @@ mod imp {
     }
 }
 
-#[cfg(not(feature = "test-hooks"))]
+#[cfg(not(lockmacro_test_hooks))]
 mod imp {
     #[inline(always)]
     pub(crate) fn broken(_what: &str) -> bool {
@@ -57,6 +57,6 @@ mod imp {
     pub(crate) fn vouched() {}
 }
 
-#[cfg(feature = "test-hooks")]
+#[cfg(lockmacro_test_hooks)]
 pub(crate) use imp::vouched_count;
 pub(crate) use imp::{broken, fs_magic, vouched};

@@ -40,27 +40,23 @@
     rust_2018_idioms
 )]
 
+mod backend;
 mod chain;
 mod deadline;
-mod dir;
 mod error;
 mod file;
-mod fork;
-mod fstype;
 mod guard;
 mod hooks;
 mod lock;
 mod lost;
-mod name;
 mod notice;
 mod once;
-#[cfg(feature = "postgres")]
-mod pg;
 mod pid;
-mod slot;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod request;
 mod trace;
 mod wait;
-mod watch;
 
 #[doc(hidden)]
 #[allow(missing_docs, unreachable_pub)]
@@ -70,14 +66,13 @@ pub mod __private;
 #[doc(inline)]
 pub use lockmacro::exclusive;
 
-pub use dir::{default_dir, DIR_ENV};
-pub use error::Error;
-pub use fstype::ALLOW_NETWORK_FS_ENV;
+pub use error::{Error, Location};
+pub use file::{default_dir, ALLOW_NETWORK_FS_ENV, DIR_ENV};
 pub use guard::LockGuard;
 pub use lock::Lock;
 pub use lost::{OnLost, LOST_EXIT_CODE};
 #[cfg(feature = "postgres")]
-pub use pg::{key_for as postgres_key_for, DEFAULT_LEASE, KEY_SQL, URL_ENV};
+pub use postgres::{key_for as postgres_key_for, DEFAULT_LEASE, KEY_SQL, URL_ENV};
 
 /// The lock name `#[exclusive]` uses when given none: the crate name and the source file,
 /// for example `"backup:src/main.rs"`. Every function annotated without a name in one file shares

@@ -1,20 +1,16 @@
 use std::future::Future;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::error::Error;
-use crate::file::Stamped;
-use crate::fork::LockFile;
+use crate::backend::Backend;
+use crate::chain;
+use crate::deadline::Deadline;
+use crate::error::{Error, Location};
+use crate::file;
 use crate::guard::LockGuard;
 use crate::lost::OnLost;
-use crate::notice::Notice;
-use crate::once::OnceArc;
-use crate::slot::{Admission, Patience, Place, Proxied, Slot};
-use crate::{chain, dir, file, name, slot, trace, wait};
+use crate::request::{Announce, Request, Share};
 
 /// A named inter-process lock: a description of which file to lock and how. Creating one does
 /// no I/O beyond looking up the default directory; nothing is locked until you acquire it.
@@ -35,81 +31,7 @@ use crate::{chain, dir, file, name, slot, trace, wait};
 /// ```
 #[derive(Debug, Clone)]
 pub struct Lock {
-    spec: Arc<Spec>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Spec {
-    pub(crate) name: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) kind: dir::Kind,
-    pub(crate) path: Arc<PathBuf>,
-    pub(crate) cleanup: bool,
-    pub(crate) shared: bool,
-    /// Whether a long wait is announced on stderr (see `notice`).
-    pub(crate) notice: bool,
-    /// What a holder does if the lock is lost while held.
-    pub(crate) on_lost: OnLost,
-    /// Set for a PostgreSQL lock; `path` and `key` then name the server and the key.
-    #[cfg(feature = "postgres")]
-    pub(crate) pg: Option<crate::pg::PgSpec>,
-    /// This process's state for the lock file, shared by every `Lock` of the same path (in the
-    /// process that made it; a forked child looks its own up).
-    slot: OnceArc<Slot>,
-    /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
-    /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
-    /// check (the call chain).
-    key: OnceArc<PathBuf>,
-}
-
-/// How long an acquisition may wait.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Wait {
-    Try,
-    Block,
-    Until(Instant, Duration),
-}
-
-enum Attempt {
-    Got(LockGuard),
-    Busy,
-    /// The file we locked is no longer the one at the path: open again.
-    Stale,
-    /// Admitted in this process, but another process holds the kernel lock; we keep the
-    /// admission so that a proxy can wait in the kernel for us.
-    Admitted(Arc<LockFile>, u32),
-}
-
-impl Spec {
-    #[cfg(feature = "postgres")]
-    fn set_pg(&mut self, pg: crate::pg::PgSpec) {
-        let locator = Arc::new(PathBuf::from(pg.locator()));
-        self.path = Arc::clone(&locator);
-        self.key = OnceArc::with(locator);
-        self.slot = OnceArc::new();
-        self.pg = Some(pg);
-    }
-
-    #[cfg(feature = "postgres")]
-    fn pg_or_default(&self) -> crate::pg::PgSpec {
-        self.pg.clone().unwrap_or_else(|| {
-            let mut pg = crate::pg::PgSpec::new(None, &self.name);
-            pg.on_lost = self.on_lost;
-            pg
-        })
-    }
-
-    /// The PostgreSQL lease (how long a release may wait for the server, too).
-    #[cfg(feature = "postgres")]
-    pub(crate) fn lease(&self) -> Duration {
-        self.pg
-            .as_ref()
-            .map_or(crate::pg::DEFAULT_LEASE, |pg| pg.lease)
-    }
-
-    pub(crate) fn io_error(&self, action: &'static str, source: io::Error) -> Error {
-        Error::io(&self.name, &self.path, action, source)
-    }
+    backend: Backend,
 }
 
 impl Lock {
@@ -128,27 +50,9 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn new(name: impl Into<String>) -> Lock {
-        let (dir, kind) = dir::resolve(None);
-        Lock::from_parts(name.into(), dir, kind)
-    }
-
-    fn from_parts(name: String, dir: PathBuf, kind: dir::Kind) -> Lock {
-        let path = Arc::new(dir.join(name::file_name(&name)));
+        let spec = file::Spec::new(Request::new(name.into()), None);
         Lock {
-            spec: Arc::new(Spec {
-                name,
-                dir,
-                kind,
-                path,
-                cleanup: false,
-                shared: false,
-                notice: false,
-                on_lost: OnLost::Exit,
-                #[cfg(feature = "postgres")]
-                pg: None,
-                slot: OnceArc::new(),
-                key: OnceArc::new(),
-            }),
+            backend: Backend::File(Arc::new(spec)),
         }
     }
 
@@ -156,7 +60,8 @@ impl Lock {
     /// absolute now, against the current directory, so a later `chdir` does not move the lock.
     /// The directory is created (mode 0700, with its parents) if missing. It may be shared with
     /// other users on purpose; then it must be owned by you or root, and have the sticky bit if
-    /// others may write to it (see the README's rules for shared directories).
+    /// others may write to it (see the README's rules for shared directories). A PostgreSQL
+    /// lock has no file: there it changes nothing.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -169,20 +74,12 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     #[must_use]
-    pub fn dir(self, dir: impl Into<PathBuf>) -> Lock {
-        let (dir, kind) = dir::resolve(Some(dir.into()));
-        let spec = &self.spec;
-        let mut lock = Lock::from_parts(spec.name.clone(), dir, kind);
-        let new = Arc::make_mut(&mut lock.spec);
-        new.cleanup = spec.cleanup;
-        new.shared = spec.shared;
-        new.notice = spec.notice;
-        new.on_lost = spec.on_lost;
-        #[cfg(feature = "postgres")]
-        if let Some(pg) = &spec.pg {
-            new.set_pg(pg.clone());
+    #[allow(irrefutable_let_patterns)] // without `postgres`, every lock is a file lock
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Lock {
+        if let Backend::File(spec) = &self.backend {
+            self.backend = Backend::File(Arc::new(spec.in_dir(dir.into())));
         }
-        lock
+        self
     }
 
     /// Removes the lock file when the lock is released. It is unlinked while still locked, and
@@ -191,7 +88,7 @@ impl Lock {
     /// recipes, Python's `fcntl.flock`): one of them waiting on the removed file wakes up holding
     /// it while a lockmacro process locks the new file, and both run. Use the default (keep the
     /// file, as flock(1) and cargo do) whenever such a locker shares the lock. Costs several
-    /// times a plain lock cycle.
+    /// times a plain lock cycle. File locks only (a PostgreSQL lock has no file).
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -206,8 +103,11 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     #[must_use]
+    #[allow(irrefutable_let_patterns)] // without `postgres`, every lock is a file lock
     pub fn cleanup(mut self) -> Lock {
-        Arc::make_mut(&mut self.spec).cleanup = true;
+        if let Backend::File(spec) = &mut self.backend {
+            Arc::make_mut(spec).cleanup = file::Cleanup::Remove;
+        }
         self
     }
 
@@ -229,7 +129,7 @@ impl Lock {
     /// ```
     #[must_use]
     pub fn shared(mut self) -> Lock {
-        Arc::make_mut(&mut self.spec).shared = true;
+        self.backend.request_mut().share = Share::Shared;
         self
     }
 
@@ -257,7 +157,11 @@ impl Lock {
     /// ```
     #[must_use]
     pub fn wait_notice(mut self, on: bool) -> Lock {
-        Arc::make_mut(&mut self.spec).notice = on;
+        self.backend.request_mut().announce = if on {
+            Announce::LongWaits
+        } else {
+            Announce::Quiet
+        };
         self
     }
 
@@ -288,7 +192,7 @@ impl Lock {
     /// use lockmacro_runtime::Lock;
     ///
     /// let lock = Lock::new("nightly-report").postgres_from_env();
-    /// assert!(lock.path().to_string_lossy().contains("$LOCKMACRO_POSTGRES_URL"));
+    /// assert!(lock.location().to_string().contains("$LOCKMACRO_POSTGRES_URL"));
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
@@ -304,7 +208,7 @@ impl Lock {
     /// use lockmacro_runtime::Lock;
     ///
     /// let lock = Lock::new("legacy").postgres_from_env().postgres_key(42);
-    /// assert!(lock.path().to_string_lossy().ends_with("advisory lock 42"));
+    /// assert!(lock.location().to_string().ends_with("advisory lock 42"));
     /// ```
     #[cfg(feature = "postgres")]
     #[must_use]
@@ -348,22 +252,19 @@ impl Lock {
     /// ```
     #[must_use]
     pub fn on_lost(mut self, on_lost: OnLost) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        spec.on_lost = on_lost;
-        #[cfg(feature = "postgres")]
-        if let Some(pg) = &mut spec.pg {
-            pg.on_lost = on_lost;
-        }
+        self.backend.request_mut().on_lost = on_lost;
         self
     }
 
     /// Makes this a PostgreSQL lock (if it is not yet) and changes its settings with `change`.
     #[cfg(feature = "postgres")]
-    fn with_pg(mut self, change: impl FnOnce(&mut crate::pg::PgSpec)) -> Lock {
-        let spec = Arc::make_mut(&mut self.spec);
-        let mut pg = spec.pg_or_default();
-        change(&mut pg);
-        spec.set_pg(pg);
+    fn with_pg(mut self, change: impl FnOnce(&mut crate::postgres::Spec)) -> Lock {
+        let mut spec = match self.backend {
+            Backend::Postgres(spec) => spec,
+            Backend::File(file) => Arc::new(crate::postgres::Spec::new(file.request.clone(), None)),
+        };
+        change(Arc::make_mut(&mut spec));
+        self.backend = Backend::Postgres(spec);
         self
     }
 
@@ -376,10 +277,23 @@ impl Lock {
     /// assert_eq!(lock.name(), "nightly-backup");
     /// ```
     pub fn name(&self) -> &str {
-        &self.spec.name
+        self.backend.name()
     }
 
-    /// The lock file's path.
+    /// Where the lock is: its file, or its PostgreSQL server and key.
+    ///
+    /// ```
+    /// use lockmacro_runtime::{Location, Lock};
+    ///
+    /// let lock = Lock::new("nightly-backup").dir(std::env::temp_dir().join("lockmacro-doc-loc"));
+    /// assert_eq!(lock.location(), Location::File(lock.path().to_owned()));
+    /// ```
+    pub fn location(&self) -> Location {
+        self.backend.location()
+    }
+
+    /// The lock file's path (empty for a PostgreSQL lock, which has no file: see
+    /// [`location`](Lock::location)).
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -392,7 +306,7 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn path(&self) -> &Path {
-        &self.spec.path
+        self.backend.path()
     }
 
     /// Takes the lock if it is free, else fails at once with [`Error::Held`] naming the holder.
@@ -410,7 +324,7 @@ impl Lock {
     /// ```
     pub fn try_acquire(&self) -> Result<LockGuard, Error> {
         self.not_nested()?;
-        self.acquire_with(Wait::Try)
+        self.acquire_unchecked(Deadline::Now)
     }
 
     /// Takes the lock, blocking the thread until it is free.
@@ -434,7 +348,7 @@ impl Lock {
     /// ```
     pub fn acquire(&self) -> Result<LockGuard, Error> {
         self.not_nested()?;
-        self.acquire_with(Wait::Block)
+        self.acquire_unchecked(Deadline::Never)
     }
 
     /// Takes the lock, waiting at most `timeout`; [`Error::Timeout`] after that.
@@ -463,7 +377,7 @@ impl Lock {
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, Error> {
         self.not_nested()?;
-        self.acquire_with(deadline(timeout))
+        self.acquire_unchecked(Deadline::after(timeout))
     }
 
     /// Takes the lock without blocking the executor, on any executor: when another process
@@ -489,8 +403,12 @@ impl Lock {
     /// assert_eq!(lock.holder()?, None);
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
+    #[allow(clippy::manual_async_fn)] // the signature states the future is `Send`
     pub fn acquire_async(&self) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
-        Acquire::new(self, None, true)
+        async move {
+            self.not_nested()?;
+            self.acquire_async_unchecked(Deadline::Never).await
+        }
     }
 
     /// Like [`acquire_async`](Lock::acquire_async), giving up with [`Error::Timeout`] after
@@ -514,11 +432,16 @@ impl Lock {
     /// let lock = Lock::new("cache").dir(std::env::temp_dir().join("lockmacro-doc-timeout-async"));
     /// spawnable(refresh(&lock));
     /// ```
+    #[allow(clippy::manual_async_fn)] // the signature states the future is `Send`
     pub fn acquire_timeout_async(
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<LockGuard, Error>> + Send + '_ {
-        Acquire::new(self, Some(timeout), true)
+        async move {
+            self.not_nested()?;
+            // Counted from the first poll, when this block starts.
+            self.acquire_async_unchecked(Deadline::after(timeout)).await
+        }
     }
 
     /// The PID of a process holding the lock now, or `None` if nobody holds it. A stale PID left
@@ -541,598 +464,46 @@ impl Lock {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn holder(&self) -> Result<Option<u32>, Error> {
-        let spec = &self.spec;
-        #[cfg(feature = "postgres")]
-        if let Some(pg) = &spec.pg {
-            return crate::pg::holder(self, pg);
-        }
-        let Some(f) =
-            file::open_existing(&spec.path).map_err(|e| spec.io_error("open lock file", e))?
-        else {
-            return Ok(None);
-        };
-        if let Some(pids) = file::kernel_holders(&f) {
-            return Ok(if pids.is_empty() {
-                None
-            } else {
-                file::holder_pid(&f)
-            });
-        }
-        // A shared probe: taken (and released on close) only if nobody holds it exclusively.
-        let free = file::try_lock(&f, true).map_err(|e| spec.io_error("probe lock file", e))?;
-        Ok(if free { None } else { file::read_pid(&f) })
+        self.backend.holder()
     }
 
-    pub(crate) fn spec(&self) -> &Spec {
-        &self.spec
+    pub(crate) fn is_shared(&self) -> bool {
+        self.backend.share() == Share::Shared
+    }
+
+    /// Identifies the lock on the call chain whatever the spelling of its place.
+    pub(crate) fn chain_key(&self) -> Arc<Location> {
+        self.backend.chain_key()
     }
 
     fn not_nested(&self) -> Result<(), Error> {
-        match chain::held(&self.key()) {
-            Some(held_shared) => Err(self.nested(held_shared)),
+        match chain::held(&self.chain_key()) {
+            Some(held) => Err(self.nested(held)),
             None => Ok(()),
         }
     }
 
-    pub(crate) fn nested(&self, held_shared: bool) -> Error {
+    /// The error for a request the call chain's hold (`held`) makes impossible.
+    pub(crate) fn nested(&self, held: Share) -> Error {
         Error::Nested {
-            name: self.spec.name.clone(),
-            path: self.path().to_owned(),
-            held_shared,
+            name: self.name().to_owned(),
+            at: self.location(),
+            held_shared: held == Share::Shared,
         }
-    }
-
-    /// This process's slot for the lock file (see `slot`).
-    pub(crate) fn slot(&self) -> Arc<Slot> {
-        let pid = crate::pid::current();
-        let slot = self.spec.slot.get_or_init(|| self.find_slot(pid));
-        if slot.pid == pid {
-            slot
-        } else {
-            self.find_slot(pid) // a forked child: the cached slot is the parent's
-        }
-    }
-
-    fn find_slot(&self, pid: u32) -> Arc<Slot> {
-        let spec = &self.spec;
-        let place = || Place {
-            name: spec.name.clone(),
-            dir: spec.dir.clone(),
-            kind: spec.kind,
-            path: spec.path.to_path_buf(),
-        };
-        Slot::for_place(place, &spec.path, pid)
-    }
-
-    /// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
-    pub(crate) fn key(&self) -> Arc<PathBuf> {
-        if let Some(key) = self.spec.key.get() {
-            return key;
-        }
-        let Ok(dir) = std::fs::canonicalize(&self.spec.dir) else {
-            // No directory yet, so nothing can hold a lock in it yet; try again next time.
-            return Arc::clone(&self.spec.path);
-        };
-        let name = self.spec.path.file_name().unwrap_or_default();
-        self.spec.key.get_or_init(|| Arc::new(dir.join(name)))
     }
 
     /// The synchronous acquisition, without the nested-call check.
-    pub(crate) fn acquire_with(&self, wait: Wait) -> Result<LockGuard, Error> {
-        #[cfg(feature = "postgres")]
-        if let Some(pg) = &self.spec.pg {
-            return crate::pg::acquire(self, pg, wait.into());
-        }
-        let since = trace::Since::now();
-        let result = self.acquire_loop(wait);
-        if result.is_ok() {
-            trace::acquired(&self.spec, since);
-        }
-        result
+    pub(crate) fn acquire_unchecked(&self, deadline: Deadline) -> Result<LockGuard, Error> {
+        let hold = self.backend.acquire(deadline)?;
+        Ok(LockGuard::new(self.backend.clone(), hold))
     }
 
-    /// Called the first time an acquisition finds the lock taken: the `contended` event, and
-    /// the waiting notice if this is a wait that asks for one (it is cancelled when dropped).
-    pub(crate) fn contention(&self, waits: bool) -> Option<Notice> {
-        if trace::wants_contended() {
-            trace::contended(&self.spec, self.current_holder());
-        }
-        if waits {
-            Notice::arm(self)
-        } else {
-            None
-        }
-    }
-
-    fn acquire_loop(&self, wait: Wait) -> Result<LockGuard, Error> {
-        // Held for the whole acquisition, and by the guard after it (in a forked child nothing
-        // else keeps the child's own slot alive).
-        let slot = &self.slot();
-        let mut stale = 0u32;
-        let mut contended = false;
-        // Armed for the whole wait, however many rounds it takes; cancelled on return.
-        let mut _notice = None;
-        if matches!(wait, Wait::Block) && (self.spec.notice || trace::wants_contended()) {
-            // A blocking wait contends inside the kernel call, out of sight: look first.
-            match self.attempt(slot, Wait::Try, false)? {
-                Attempt::Got(guard) => return Ok(guard),
-                Attempt::Busy => {
-                    contended = true;
-                    _notice = self.contention(true);
-                }
-                _ => {}
-            }
-        }
-        loop {
-            match self.attempt(slot, wait, matches!(wait, Wait::Until(..)))? {
-                Attempt::Got(guard) => return Ok(guard),
-                // A blocking or timed wait goes round until it succeeds or its deadline passes;
-                // only a plain try bounds how often the file may be replaced under it.
-                Attempt::Stale => match wait {
-                    Wait::Try => stale = self.count_stale(stale)?,
-                    Wait::Until(deadline, timeout) if Instant::now() >= deadline => {
-                        return Err(self.timeout_error(timeout))
-                    }
-                    _ => {}
-                },
-                Attempt::Admitted(f, pid) => {
-                    if !std::mem::replace(&mut contended, true) {
-                        _notice = self.contention(true);
-                    }
-                    let Wait::Until(deadline, timeout) = wait else {
-                        // Only timed waits keep the admission; never leave it taken.
-                        slot.released();
-                        return Err(self.held_error());
-                    };
-                    let outcome = match slot.start_proxy(f.clone(), self.spec.shared) {
-                        Ok(()) => slot.wait_proxy(deadline),
-                        Err(e) => Proxied::Done(Err(e)),
-                    };
-                    match self.proxied(slot, outcome, &f, pid)? {
-                        Some(Attempt::Got(guard)) => return Ok(guard),
-                        Some(_) => {} // stale: go round
-                        None => return Err(self.timeout_error(timeout)),
-                    }
-                }
-                Attempt::Busy => {
-                    if !contended {
-                        self.contention(false);
-                    }
-                    match wait {
-                        // Busy without admission: another thread of this process held on past
-                        // the deadline.
-                        Wait::Until(_, timeout) => return Err(self.timeout_error(timeout)),
-                        _ => return Err(self.held_error()),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Finishes a proxied wait: `Some(Got | Stale)` once the proxy is done, `None` if the
-    /// waiter gave up and the proxy keeps the admission.
-    fn proxied(
+    /// The asynchronous acquisition, without the nested-call check.
+    pub(crate) async fn acquire_async_unchecked(
         &self,
-        slot: &Arc<Slot>,
-        outcome: Proxied,
-        f: &LockFile,
-        pid: u32,
-    ) -> Result<Option<Attempt>, Error> {
-        let spec = &self.spec;
-        match outcome {
-            Proxied::Pending => Ok(None),
-            Proxied::Done(Ok(())) => {
-                let attempt = self.finish(slot, f, pid, slot.memo());
-                if !matches!(attempt, Ok(Attempt::Got(_))) {
-                    slot.released();
-                }
-                attempt.map(Some)
-            }
-            Proxied::Done(Err(e)) => {
-                slot.released();
-                Err(spec.io_error("lock", e))
-            }
-        }
-    }
-
-    /// Bounds how often a plain try may find the file replaced under it (files churned by
-    /// `cleanup` holders): after that many, the lock is plainly busy.
-    fn count_stale(&self, stale: u32) -> Result<u32, Error> {
-        if stale >= 1000 {
-            return Err(self.held_error());
-        }
-        Ok(stale + 1)
-    }
-
-    /// One attempt: be admitted among this process's threads, then take the kernel lock on the
-    /// (cached) descriptor, check the file is still the one at the path, record our PID. Only
-    /// `Wait::Block` blocks in the kernel. With `keep`, a kernel lock held elsewhere gives
-    /// `Attempt::Admitted` (admission kept) instead of `Attempt::Busy`.
-    fn attempt(&self, slot: &Arc<Slot>, wait: Wait, keep: bool) -> Result<Attempt, Error> {
-        let spec = &self.spec;
-        let patience = match wait {
-            Wait::Try => Patience::None,
-            Wait::Block => Patience::Forever,
-            Wait::Until(deadline, _) => Patience::Until(deadline),
-        };
-        let pid = slot.pid;
-        match slot.admit(spec.shared, patience) {
-            Admission::Busy => return Ok(Attempt::Busy),
-            Admission::Joined => {
-                slot.joined(spec.on_lost == OnLost::Exit);
-                return Ok(Attempt::Got(LockGuard::new(
-                    self.clone(),
-                    Arc::clone(slot),
-                    pid,
-                )));
-            }
-            Admission::First => {}
-        }
-        let outcome = self.take_kernel_lock(slot, matches!(wait, Wait::Block), pid, keep);
-        if !matches!(outcome, Ok(Attempt::Got(_) | Attempt::Admitted(..))) {
-            slot.released();
-        }
-        outcome
-    }
-
-    fn take_kernel_lock(
-        &self,
-        slot: &Arc<Slot>,
-        block: bool,
-        pid: u32,
-        keep: bool,
-    ) -> Result<Attempt, Error> {
-        let spec = &self.spec;
-        let slot::Descriptor {
-            file: f,
-            memo,
-            fresh,
-        } = slot.file(|| self.open())?;
-        let lock_error = |e| spec.io_error("lock", e);
-        if block && fresh && !spec.shared {
-            // Just opened by path, so live: wait in one call (`finish` checks the file). (A
-            // shared request tries first, see `Slot::admit`.)
-            file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
-            return self.finish(slot, &f, pid, memo);
-        }
-        if file::try_lock(&f, spec.shared).map_err(lock_error)? {
-            return self.finish(slot, &f, pid, memo);
-        }
-        // Taken. Before waiting on this descriptor, make sure it is still a live file: a cached
-        // descriptor of a deleted file could be held by someone forever. (Exclusion does not
-        // rest on this: `finish` checks the file's identity once the lock is ours.) A blocking
-        // wait checks the link count only, the costly path lookup is for the slower modes.
-        let check_error = |e| spec.io_error("check lock file", e);
-        let live = if block {
-            file::linked(&f).map_err(check_error)?
-        } else {
-            file::still_named(&f, &spec.path).map_err(check_error)?
-        };
-        if !live {
-            slot.discard_file();
-            return Ok(Attempt::Stale);
-        }
-        if block {
-            slot.blocking();
-            file::lock_blocking(&f, spec.shared).map_err(lock_error)?;
-            return self.finish(slot, &f, pid, memo);
-        }
-        Ok(if keep {
-            Attempt::Admitted(f, pid)
-        } else {
-            Attempt::Busy
-        })
-    }
-
-    /// With the kernel lock held: check the file is still the one at the path, record our PID.
-    /// `memo` is the slot's memo of `f` (see `file::Memo`).
-    fn finish(
-        &self,
-        slot: &Arc<Slot>,
-        f: &LockFile,
-        pid: u32,
-        memo: Option<file::Memo>,
-    ) -> Result<Attempt, Error> {
-        let spec = &self.spec;
-        let check_identity = !crate::hooks::broken("no-identity-check");
-        if !memo.is_some_and(|memo| memo.may_vouch()) {
-            // A full lookup follows: only what the watch sees from now on concerns this hold.
-            crate::watch::hold_begins(slot);
-        }
-        let outcome = file::stamp(f, &spec.path, check_identity, pid, memo);
-        if !matches!(outcome, Ok(Stamped::Held(_))) {
-            // Not ours to keep: unlock now rather than when the last reference closes it.
-            file::unlock(f);
-            slot.discard_file();
-        }
-        match outcome {
-            Ok(Stamped::Held(now)) => {
-                if now != memo {
-                    slot.remember(now);
-                }
-                slot.locked(spec.shared, spec.on_lost == OnLost::Exit);
-                Ok(Attempt::Got(LockGuard::new(
-                    self.clone(),
-                    Arc::clone(slot),
-                    pid,
-                )))
-            }
-            Ok(Stamped::Stale) => Ok(Attempt::Stale),
-            Ok(Stamped::Untrusted(reason)) => Err(Error::UnsafeFile {
-                name: spec.name.clone(),
-                path: spec.path.to_path_buf(),
-                reason,
-            }),
-            Err(e) => Err(spec.io_error("check and stamp lock file", e)),
-        }
-    }
-
-    /// Opens the lock file by name in its checked directory (see `dir`).
-    fn open(&self) -> Result<slot::Opened, Error> {
-        let spec = &self.spec;
-        let dir = dir::open(&spec.name, &spec.dir, spec.kind)?;
-        #[cfg(unix)]
-        let opened = {
-            let name = spec.path.file_name().unwrap_or_default();
-            LockFile::open_with(|| file::open_at(&dir.fd, name, dir.file_mode))
-        };
-        #[cfg(not(unix))]
-        let opened = LockFile::open_with(|| file::open(&spec.path));
-        let file = opened.map_err(|e| spec.io_error("open lock file", e))?;
-        Ok(slot::Opened {
-            file,
-            memos: dir.memos,
-        })
-    }
-
-    /// Who holds the lock, for an error message: best effort, never an error itself.
-    pub(crate) fn current_holder(&self) -> Option<u32> {
-        #[cfg(feature = "postgres")]
-        if self.spec.pg.is_some() {
-            return None; // asking needs a connection; the session reports holders itself
-        }
-        self.holder_info().pid
-    }
-
-    /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.
-    pub(crate) fn holder_info(&self) -> file::Holder {
-        #[cfg(feature = "postgres")]
-        if self.spec.pg.is_some() {
-            return file::Holder::default(); // asking needs a connection
-        }
-        let f = match self.slot().cached_file() {
-            Some(f) => f,
-            None => match file::open_existing(self.path()) {
-                Ok(Some(f)) => Arc::new(f),
-                _ => return file::Holder::default(),
-            },
-        };
-        file::holder(&f)
-    }
-
-    fn held_error(&self) -> Error {
-        Error::Held {
-            name: self.spec.name.clone(),
-            path: self.path().to_owned(),
-            pid: self.current_holder(),
-        }
-    }
-
-    fn timeout_error(&self, timeout: Duration) -> Error {
-        let holder = self.holder_info();
-        trace::timed_out(&self.spec, timeout, holder.pid);
-        Error::Timeout {
-            name: self.spec.name.clone(),
-            path: self.path().to_owned(),
-            timeout,
-            pid: holder.pid,
-        }
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl From<Wait> for crate::pg::PgWait {
-    fn from(wait: Wait) -> Self {
-        match wait {
-            Wait::Try => crate::pg::PgWait::Try,
-            Wait::Block => crate::pg::PgWait::Until(None, Duration::ZERO),
-            Wait::Until(at, timeout) => crate::pg::PgWait::Until(Some(at), timeout),
-        }
-    }
-}
-
-pub(crate) fn deadline(timeout: Duration) -> Wait {
-    let now = Instant::now();
-    let until = now
-        .checked_add(timeout)
-        .unwrap_or(now + Duration::from_secs(1 << 40));
-    Wait::Until(until, timeout)
-}
-
-/// The future behind [`Lock::acquire_async`]: a non-blocking attempt; if another process holds
-/// the lock, a proxy thread waits in the kernel and wakes the task (see `slot`); if another task
-/// of this process is in the way, the task retries after a capped backoff on the shared timer.
-#[derive(Debug)]
-pub(crate) struct Acquire<'a> {
-    lock: &'a Lock,
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
-    started: bool,
-    check_nested: bool,
-    pause: Duration,
-    /// The slot, from the first poll on (see `acquire_loop`).
-    slot: Option<Arc<Slot>>,
-    /// Set while a proxy waits in the kernel for us.
-    proxy: Option<(Arc<LockFile>, u32)>,
-    /// Whether the timer will wake us at the deadline already.
-    deadline_armed: bool,
-    since: trace::Since,
-    contended: bool,
-    /// The waiting notice, armed once the lock is found taken; cancelled when dropped.
-    notice: Option<Notice>,
-    /// A PostgreSQL acquisition: its session thread does all the waiting.
-    #[cfg(feature = "postgres")]
-    pg: Option<PgFuture>,
-}
-
-#[cfg(feature = "postgres")]
-struct PgFuture(Pin<Box<dyn Future<Output = Result<LockGuard, Error>> + Send>>);
-
-#[cfg(feature = "postgres")]
-impl std::fmt::Debug for PgFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgFuture")
-    }
-}
-
-impl<'a> Acquire<'a> {
-    pub(crate) fn new(lock: &'a Lock, timeout: Option<Duration>, check_nested: bool) -> Self {
-        Acquire {
-            lock,
-            timeout,
-            deadline: None,
-            started: false,
-            check_nested,
-            pause: wait::FIRST_PAUSE,
-            slot: None,
-            proxy: None,
-            deadline_armed: false,
-            since: trace::Since::now(),
-            contended: false,
-            notice: None,
-            #[cfg(feature = "postgres")]
-            pg: None,
-        }
-    }
-
-    fn contention(&mut self) {
-        if !std::mem::replace(&mut self.contended, true) {
-            self.notice = self.lock.contention(true);
-        }
-    }
-
-    fn got(&mut self, guard: LockGuard) -> Poll<Result<LockGuard, Error>> {
-        self.notice = None;
-        trace::acquired(&self.lock.spec, self.since);
-        Poll::Ready(Ok(guard))
-    }
-
-    fn timed_out(&self) -> Option<Duration> {
-        match (self.deadline, self.timeout) {
-            (Some(deadline), Some(timeout)) if Instant::now() >= deadline => Some(timeout),
-            _ => None,
-        }
-    }
-}
-
-impl Future for Acquire<'_> {
-    type Output = Result<LockGuard, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let lock = this.lock;
-        if !this.started {
-            this.started = true;
-            this.since = trace::Since::now();
-            if this.check_nested {
-                if let Err(e) = lock.not_nested() {
-                    return Poll::Ready(Err(e));
-                }
-            }
-            let wait = this.timeout.map_or(Wait::Block, deadline);
-            if let Wait::Until(at, _) = wait {
-                this.deadline = Some(at);
-            }
-            #[cfg(feature = "postgres")]
-            if let Some(pg) = &lock.spec.pg {
-                this.pg = Some(PgFuture(Box::pin(crate::pg::acquire_async(
-                    lock,
-                    pg,
-                    wait.into(),
-                ))));
-            }
-        }
-        #[cfg(feature = "postgres")]
-        if let Some(pg) = &mut this.pg {
-            return pg.0.as_mut().poll(cx);
-        }
-        let slot = Arc::clone(this.slot.get_or_insert_with(|| lock.slot()));
-        let slot = &slot;
-        loop {
-            if let Some((f, pid)) = this.proxy.clone() {
-                // Decided once: abandoning and reporting a timeout must go together, or an
-                // outcome the proxy delivers later would be left unclaimed, lock held.
-                let expired = this.timed_out();
-                let outcome = match expired {
-                    Some(_) => slot.abandon_proxy(),
-                    None => slot.poll_proxy(cx.waker()),
-                };
-                match (lock.proxied(slot, outcome, &f, pid), expired) {
-                    (Ok(None), Some(timeout)) => {
-                        this.proxy = None;
-                        return Poll::Ready(Err(lock.timeout_error(timeout)));
-                    }
-                    (Ok(None), None) => {
-                        if let (Some(deadline), false) = (this.deadline, this.deadline_armed) {
-                            this.deadline_armed = true;
-                            wait::wake_at(deadline, cx.waker().clone());
-                        }
-                        return Poll::Pending;
-                    }
-                    (Ok(Some(Attempt::Got(guard))), _) => {
-                        this.proxy = None;
-                        return this.got(guard);
-                    }
-                    (Ok(Some(_)), _) => this.proxy = None, // stale: go round
-                    (Err(e), _) => {
-                        this.proxy = None;
-                        return Poll::Ready(Err(e));
-                    }
-                }
-                continue;
-            }
-            match lock.attempt(slot, Wait::Try, true) {
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(Attempt::Got(guard)) => return this.got(guard),
-                Ok(Attempt::Stale) => {} // replaced under us: go round at once
-                Ok(Attempt::Admitted(f, pid)) => {
-                    this.contention();
-                    if let Err(e) = slot.start_proxy(Arc::clone(&f), lock.spec.shared) {
-                        slot.released();
-                        let spec = &lock.spec;
-                        return Poll::Ready(Err(spec.io_error("wait for", e)));
-                    }
-                    this.proxy = Some((f, pid));
-                }
-                Ok(Attempt::Busy) => {
-                    this.contention();
-                    if let Some(timeout) = this.timed_out() {
-                        return Poll::Ready(Err(lock.timeout_error(timeout)));
-                    }
-                    let mut wake = Instant::now() + this.pause;
-                    if let Some(deadline) = this.deadline {
-                        wake = wake.min(deadline);
-                    }
-                    this.pause = wait::next_pause(this.pause);
-                    wait::wake_at(wake, cx.waker().clone());
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Acquire<'_> {
-    /// Cancellation: if a proxy is waiting for us, it releases whatever it gets; if it already
-    /// got the lock, the guard made here releases it at once.
-    fn drop(&mut self) {
-        if let Some((f, pid)) = self.proxy.take() {
-            if crate::pid::current() != pid {
-                return; // an inherited future in a forked child: the parent's state
-            }
-            let Some(slot) = &self.slot else { return };
-            let outcome = slot.abandon_proxy();
-            drop(self.lock.proxied(slot, outcome, &f, pid));
-        }
+        deadline: Deadline,
+    ) -> Result<LockGuard, Error> {
+        let hold = self.backend.acquire_async(deadline).await?;
+        Ok(LockGuard::new(self.backend.clone(), hold))
     }
 }

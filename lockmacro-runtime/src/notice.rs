@@ -1,4 +1,4 @@
-//! The one line a waiting person sees: when a wait with [`Lock::wait_notice`] on lasts more
+//! The one line a waiting person sees: when a wait with [`Lock::wait_notice`](crate::Lock::wait_notice) on lasts more
 //! than [`AFTER`], stderr gets "waiting for lock `name` (held by pid N, path ...)", once, the
 //! way cargo prints "Blocking waiting for file lock". The shared timer thread prints it, so the
 //! waiter itself stays blocked in the kernel (or pending, if async) and needs no polling.
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crate::lock::Lock;
+use crate::error::Location;
 
 /// How long a wait lasts before it is announced.
 pub(crate) const AFTER: Duration = Duration::from_secs(1);
@@ -17,25 +17,46 @@ pub(crate) const AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Notice(Arc<Armed>);
 
-#[derive(Debug)]
+/// Who holds the lock, as the line tells it: asked only when the line is printed.
+#[derive(Debug, Default)]
+pub(crate) struct Holder {
+    pub(crate) pid: Option<u32>,
+    /// Appended to the line (a warning about the holder), or empty.
+    pub(crate) warning: &'static str,
+}
+
+type Ask = Box<dyn Fn() -> Holder + Send + Sync>;
+
 struct Armed {
-    lock: Lock,
-    /// Set once printed or cancelled.
+    name: String,
+    at: Location,
+    holder: Ask,
     done: AtomicBool,
 }
 
+impl std::fmt::Debug for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Armed")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Notice {
-    /// Arms the notice for `lock` if it asks for one; `None` otherwise.
-    pub(crate) fn arm(lock: &Lock) -> Option<Notice> {
-        if !lock.spec().notice {
-            return None;
-        }
+    /// Arms the line for the lock `name` at `at`; `holder` is asked when it is printed.
+    pub(crate) fn arm(
+        name: &str,
+        at: Location,
+        holder: impl Fn() -> Holder + Send + Sync + 'static,
+    ) -> Notice {
         let armed = Arc::new(Armed {
-            lock: lock.clone(),
+            name: name.to_owned(),
+            at,
+            holder: Box::new(holder),
             done: AtomicBool::new(false),
         });
         crate::wait::wake_at(Instant::now() + AFTER, Waker::from(Arc::clone(&armed)));
-        Some(Notice(armed))
+        Notice(armed)
     }
 }
 
@@ -50,25 +71,20 @@ impl Wake for Armed {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
-        let lock = &self.lock;
-        let holder = lock.holder_info();
+        let holder = (self.holder)();
         let held_by = match holder.pid {
             Some(pid) => format!("held by pid {pid}"),
             None => "held by another process".to_owned(),
         };
-        // `cleanup` is not safe with a locker that does not re-check the file (see
-        // `Lock::cleanup`): one that did not record its PID is most likely such a locker.
-        let warning = if lock.spec().cleanup && holder.foreign {
-            "; the holder did not record its PID, so it is probably not lockmacro (flock(1), a \
-             script): `cleanup` is not safe with such lockers, keep the lock file instead"
-        } else {
-            ""
+        let where_ = match &self.at {
+            Location::File(path) => format!("path {}", path.display()),
+            other => other.to_string(),
         };
         eprintln!(
-            "{}: waiting for lock `{}` ({held_by}, path {}){warning}",
+            "{}: waiting for lock `{}` ({held_by}, {where_}){}",
             crate::error::program_name(),
-            lock.name(),
-            lock.path().display()
+            self.name,
+            holder.warning,
         );
     }
 }

@@ -9,12 +9,13 @@ use std::task::{Context, Poll};
 use crate::chain;
 use crate::error::{one_line, program_name, Error};
 use crate::guard::LockGuard;
-use crate::lock::{Acquire, Lock, Wait};
+use crate::lock::Lock;
+use crate::request::Share;
 
 pub use core;
 
-/// How many acquisitions on this thread skipped the path lookup on a memo (`test-hooks` only).
-#[cfg(feature = "test-hooks")]
+/// How many acquisitions on this thread skipped the path lookup on a memo (`--cfg lockmacro_test_hooks` only).
+#[cfg(lockmacro_test_hooks)]
 pub fn memo_vouched() -> u64 {
     crate::hooks::vouched_count()
 }
@@ -62,21 +63,13 @@ impl Site {
 
 pub use crate::deadline::Deadline;
 
-fn wait(deadline: Deadline) -> Wait {
-    match deadline {
-        Deadline::Now => Wait::Try,
-        Deadline::Never => Wait::Block,
-        Deadline::At { at, timeout } => Wait::Until(at, timeout),
-    }
-}
-
 /// Whether the call chain already holds this lock in a way that covers the request (`Ok(true)`:
 /// run without acquiring), does not hold it (`Ok(false)`), or holds it only shared while
 /// exclusive is asked for, which can never succeed.
 fn reentrant(lock: &Lock) -> Result<bool, Error> {
-    match chain::held(&lock.key()) {
+    match chain::held(&lock.chain_key()) {
         None => Ok(false),
-        Some(held_shared) if held_shared && !lock.spec().shared => Err(lock.nested(true)),
+        Some(Share::Shared) if !lock.is_shared() => Err(lock.nested(Share::Shared)),
         Some(_) => Ok(true),
     }
 }
@@ -97,9 +90,9 @@ pub fn enter(site: &'static Site, deadline: Deadline) -> Result<Scope, Error> {
             _guard: None,
         });
     }
-    let guard = lock.acquire_with(wait(deadline))?;
+    let guard = lock.acquire_unchecked(deadline)?;
     Ok(Scope {
-        _entry: Some(chain::Entry::push(lock.key(), lock.spec().shared)),
+        _entry: Some(chain::Entry::push(lock.chain_key(), share(lock))),
         _guard: Some(guard),
     })
 }
@@ -119,9 +112,8 @@ pub async fn enter_async(site: &'static Site, deadline: Deadline) -> Result<Asyn
         return Ok(AsyncScope { lock, guard: None });
     }
     let guard = match deadline {
-        Deadline::Now => lock.acquire_with(Wait::Try)?,
-        Deadline::Never => Acquire::new(lock, None, false).await?,
-        Deadline::At { timeout, .. } => Acquire::new(lock, Some(timeout), false).await?,
+        Deadline::Now => lock.acquire_unchecked(deadline)?,
+        Deadline::Never | Deadline::At { .. } => lock.acquire_async_unchecked(deadline).await?,
     };
     Ok(AsyncScope {
         lock,
@@ -156,9 +148,18 @@ pub struct Scoped<F: Future> {
     // Field order is drop order: a cancelled body's destructors run while the lock is held.
     body: Option<Pin<Box<F>>>,
     /// A nested body whose enclosing hold ended before it did, waiting for the lock itself.
-    catching_up: Option<Pin<Box<Acquire<'static>>>>,
+    catching_up: Option<CatchingUp>,
     scope: AsyncScope,
     on_lost: Option<fn(Error) -> F::Output>,
+}
+
+/// The acquisition of a nested body that outlived its enclosing hold.
+struct CatchingUp(Pin<Box<dyn Future<Output = Result<LockGuard, Error>> + Send>>);
+
+impl std::fmt::Debug for CatchingUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatchingUp")
+    }
 }
 
 impl<F: Future> Future for Scoped<F> {
@@ -170,10 +171,10 @@ impl<F: Future> Future for Scoped<F> {
         if this.scope.guard.is_none() && !covered(lock) {
             // Entered nested, but polled outside the hold it was nested in (the future was
             // kept past its parent's end): never run on unlocked; wait for the lock first.
-            let catching_up = this
-                .catching_up
-                .get_or_insert_with(|| Box::pin(Acquire::new(lock, None, false)));
-            match catching_up.as_mut().poll(cx) {
+            let catching_up = this.catching_up.get_or_insert_with(|| {
+                CatchingUp(Box::pin(lock.acquire_async_unchecked(Deadline::Never)))
+            });
+            match catching_up.0.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(guard)) => this.scope.guard = Some(guard),
                 Poll::Ready(Err(err)) => panic(err),
@@ -195,7 +196,7 @@ impl<F: Future> Future for Scoped<F> {
             .scope
             .guard
             .as_ref()
-            .map(|_| chain::Entry::push(lock.key(), lock.spec().shared));
+            .map(|_| chain::Entry::push(lock.chain_key(), share(lock)));
         let out = body.as_mut().poll(cx);
         drop(entry);
         if out.is_ready() {
@@ -208,9 +209,17 @@ impl<F: Future> Future for Scoped<F> {
 
 /// Whether the current call chain holds `lock` in a way that covers a request for it.
 fn covered(lock: &Lock) -> bool {
-    match chain::held(&lock.key()) {
-        Some(held_shared) => !held_shared || lock.spec().shared,
+    match chain::held(&lock.chain_key()) {
+        Some(held) => held == Share::Exclusive || lock.is_shared(),
         None => false,
+    }
+}
+
+fn share(lock: &Lock) -> Share {
+    if lock.is_shared() {
+        Share::Shared
+    } else {
+        Share::Exclusive
     }
 }
 

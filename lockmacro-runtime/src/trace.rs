@@ -19,9 +19,10 @@
 
 #[cfg(feature = "tracing")]
 mod imp {
+    use std::fmt::Display;
     use std::time::{Duration, Instant};
 
-    use crate::lock::Spec;
+    use crate::request::Share;
 
     const TARGET: &str = "lockmacro";
 
@@ -39,71 +40,71 @@ mod imp {
         }
     }
 
-    fn mode(spec: &Spec) -> &'static str {
-        if spec.shared {
-            "shared"
-        } else {
-            "exclusive"
-        }
-    }
-
-    /// One event with the fields every event has, then the extra fields and the message.
     macro_rules! lock_event {
-        ($level:ident, $spec:expr, $($rest:tt)+) => {
+        ($level:ident, $about:expr, $($rest:tt)+) => {
             tracing::$level!(
                 target: TARGET,
-                lock = %$spec.name,
-                path = %$spec.path.display(),
-                mode = mode($spec),
+                lock = %$about.name,
+                path = %$about.at,
+                mode = $about.share.word(),
                 pid = std::process::id(),
                 $($rest)+
             )
         };
     }
 
-    pub(crate) fn contended(spec: &Spec, holder: Option<u32>) {
+    /// What an event is about: the lock's name, where it is, and how it is asked for.
+    #[derive(Clone, Copy)]
+    pub(crate) struct About<'a> {
+        pub(crate) name: &'a str,
+        pub(crate) at: &'a dyn Display,
+        pub(crate) share: Share,
+    }
+
+    pub(crate) fn contended(about: About<'_>, holder: Option<u32>) {
         lock_event!(
             info,
-            spec,
+            about,
             holder_pid = holder.unwrap_or(0),
             "lock contended"
         );
     }
 
-    pub(crate) fn acquired(spec: &Spec, since: Since) {
-        lock_event!(debug, spec, waited_us = since.micros(), "lock acquired");
+    pub(crate) fn acquired(about: About<'_>, since: Since) {
+        lock_event!(debug, about, waited_us = since.micros(), "lock acquired");
     }
 
-    pub(crate) fn released(spec: &Spec, since: Since) {
-        lock_event!(debug, spec, held_us = since.micros(), "lock released");
+    pub(crate) fn released(about: About<'_>, since: Since) {
+        lock_event!(debug, about, held_us = since.micros(), "lock released");
     }
 
-    pub(crate) fn timed_out(spec: &Spec, timeout: Duration, holder: Option<u32>) {
+    pub(crate) fn timed_out(about: About<'_>, timeout: Duration, holder: Option<u32>) {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let holder_pid = holder.unwrap_or(0);
-        lock_event!(warn, spec, timeout_ms, holder_pid, "lock wait timed out");
+        lock_event!(warn, about, timeout_ms, holder_pid, "lock wait timed out");
     }
 
-    pub(crate) fn lost(spec: &Spec, reason: &str) {
-        lock_event!(error, spec, reason, "lock lost");
+    pub(crate) fn lost(about: About<'_>, reason: &str) {
+        lock_event!(error, about, reason, "lock lost");
     }
 
-    pub(crate) fn lost_held(slot: &crate::slot::Slot, reason: &str) {
+    /// From the watch, which does not know how the lock is held: no `mode`.
+    pub(crate) fn lost_held(name: &str, at: &dyn Display, reason: &str) {
         tracing::error!(
             target: TARGET,
-            lock = %slot.place.name,
-            path = %slot.place.path.display(),
+            lock = %name,
+            path = %at,
             pid = std::process::id(),
             reason,
             "lock lost"
         );
     }
 
-    pub(crate) fn reestablished(slot: &crate::slot::Slot) {
+    pub(crate) fn reestablished(name: &str, at: &dyn Display) {
         tracing::warn!(
             target: TARGET,
-            lock = %slot.place.name,
-            path = %slot.place.path.display(),
+            lock = %name,
+            path = %at,
             pid = std::process::id(),
             "lock re-established"
         );
@@ -123,12 +124,22 @@ mod imp {
 #[cfg(not(feature = "tracing"))]
 #[allow(clippy::inline_always)]
 mod imp {
+    use std::fmt::Display;
     use std::time::Duration;
 
-    use crate::lock::Spec;
+    use crate::request::Share;
 
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct Since;
+
+    /// Built by the callers, read only with the feature.
+    #[derive(Clone, Copy)]
+    #[allow(dead_code)]
+    pub(crate) struct About<'a> {
+        pub(crate) name: &'a str,
+        pub(crate) at: &'a dyn Display,
+        pub(crate) share: Share,
+    }
 
     impl Since {
         #[inline(always)]
@@ -138,19 +149,19 @@ mod imp {
     }
 
     #[inline(always)]
-    pub(crate) fn contended(_: &Spec, _: Option<u32>) {}
+    pub(crate) fn contended(_: About<'_>, _: Option<u32>) {}
     #[inline(always)]
-    pub(crate) fn acquired(_: &Spec, _: Since) {}
+    pub(crate) fn acquired(_: About<'_>, _: Since) {}
     #[inline(always)]
-    pub(crate) fn released(_: &Spec, _: Since) {}
+    pub(crate) fn released(_: About<'_>, _: Since) {}
     #[inline(always)]
-    pub(crate) fn timed_out(_: &Spec, _: Duration, _: Option<u32>) {}
+    pub(crate) fn timed_out(_: About<'_>, _: Duration, _: Option<u32>) {}
     #[inline(always)]
-    pub(crate) fn lost(_: &Spec, _: &str) {}
+    pub(crate) fn lost(_: About<'_>, _: &str) {}
     #[inline(always)]
-    pub(crate) fn lost_held(_: &crate::slot::Slot, _: &str) {}
+    pub(crate) fn lost_held(_: &str, _: &dyn Display, _: &str) {}
     #[inline(always)]
-    pub(crate) fn reestablished(_: &crate::slot::Slot) {}
+    pub(crate) fn reestablished(_: &str, _: &dyn Display) {}
     #[inline(always)]
     pub(crate) fn wants_contended() -> bool {
         false

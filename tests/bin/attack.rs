@@ -169,7 +169,7 @@ fn report(err: &Error) -> ExitCode {
     }
     say(&format!(
         "error {variant} holder={holder} path={} msg={msg}",
-        err.path().display()
+        err.location()
     ));
     ExitCode::from(1)
 }

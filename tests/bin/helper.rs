@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lockmacro_runtime::{exclusive, Error, Lock};
+use lockmacro_runtime::{exclusive, Error, Location, Lock};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -180,7 +180,11 @@ fn run_migrate() -> Outcome {
             say("ok");
             Ok(ExitCode::SUCCESS)
         }
-        Err(AppError::Lock(Error::Held { name, path, pid })) => {
+        Err(AppError::Lock(Error::Held {
+            name,
+            at: Location::File(path),
+            pid,
+        })) => {
             say(&format!(
                 "held pid={} name={name} path={}",
                 pid_text(pid),
@@ -236,7 +240,7 @@ fn run_timeout() -> Outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(AppError::Lock(Error::Timeout {
             name,
-            path,
+            at: Location::File(path),
             timeout,
             pid,
         })) => {

@@ -165,7 +165,7 @@ fn error_line(err: &Error) -> String {
     format!(
         "error {} holder={holder} path={} msg={}",
         variant(err),
-        err.path().display(),
+        err.location(),
         one_line(err)
     )
 }

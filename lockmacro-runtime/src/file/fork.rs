@@ -26,7 +26,9 @@
 //! handler: it is covered by the per-PID state but may keep its copies of the descriptors.
 
 use std::fs::File;
+use std::io;
 use std::ops::Deref;
+use std::path::Path;
 
 #[cfg(unix)]
 mod imp {
@@ -225,9 +227,36 @@ impl Drop for LockFile {
         // the process that opened it only: elsewhere the open file may be the parent's). Then
         // unregister before closing, so the child handler never touches a reused descriptor.
         if crate::pid::current() == self.pid {
-            crate::file::unlock(&self.file);
+            super::os::unlock(&self.file);
         }
         #[cfg(unix)]
         imp::release(self.entry);
+    }
+}
+
+/// Opens an existing lock file for inspection only; `Ok(None)` if there is none. (Registered
+/// like every lock file: where `holder()` probes with a lock, a forked child must not keep it.)
+pub(crate) fn open_existing(path: &Path) -> io::Result<Option<LockFile>> {
+    let opened = LockFile::open_with(|| {
+        #[cfg(unix)]
+        {
+            use rustix::fs::OFlags;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
+                .open(path)
+        }
+        #[cfg(not(unix))]
+        std::fs::OpenOptions::new().read(true).open(path)
+    });
+    match opened {
+        Ok(file) if file.metadata()?.is_file() => Ok(Some(file)),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the lock file is not a regular file",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use crate::request::Share;
+
 /// Where the holder's PID is written. fd-lock's Windows lock covers byte 0 with a mandatory
 /// lock, which would stop other processes from reading it, so the PID starts after it there.
 #[cfg(unix)]
@@ -60,33 +62,6 @@ pub(crate) fn open(path: &Path) -> io::Result<File> {
         .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
         .open(path)?;
     require_regular(file)
-}
-
-/// Opens an existing lock file for inspection only; `Ok(None)` if there is none. (Registered
-/// like every lock file: where `holder()` probes with a lock, a forked child must not keep it.)
-pub(crate) fn open_existing(path: &Path) -> io::Result<Option<crate::fork::LockFile>> {
-    let opened = crate::fork::LockFile::open_with(|| {
-        #[cfg(unix)]
-        {
-            use rustix::fs::OFlags;
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
-                .open(path)
-        }
-        #[cfg(not(unix))]
-        std::fs::OpenOptions::new().read(true).open(path)
-    });
-    match opened {
-        Ok(file) if file.metadata()?.is_file() => Ok(Some(file)),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the lock file is not a regular file",
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(not(unix))]
@@ -333,6 +308,13 @@ pub(crate) enum Stamped {
     Untrusted(String),
 }
 
+/// Whether `stamp` checks that the path still names the file (only a test hook says `Trust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Identity {
+    Check,
+    Trust,
+}
+
 /// After locking: checks that `path` still names the open `file` (same device and inode, not
 /// unlinked) and, if so, records our PID in it. A waiter that was blocked on a file which a
 /// `cleanup` holder then unlinked wakes up holding a lock on a dead inode; this check sends it
@@ -342,7 +324,7 @@ pub(crate) enum Stamped {
 pub(crate) fn stamp(
     file: &File,
     path: &Path,
-    check_identity: bool,
+    identity: Identity,
     pid: u32,
     memo: Option<Memo>,
 ) -> io::Result<Stamped> {
@@ -361,7 +343,7 @@ pub(crate) fn stamp(
             crate::hooks::vouched();
             Some(memo.looked_up)
         }
-        None if check_identity && !seen.named_by(path)? => return Ok(Stamped::Stale),
+        None if identity == Identity::Check && !seen.named_by(path)? => return Ok(Stamped::Stale),
         None => None,
     };
     // (A vouched file is exactly as trusted before.)
@@ -426,11 +408,11 @@ pub(crate) fn still_named(file: &File, path: &Path) -> io::Result<bool> {
 
 /// Takes the kernel lock on `file`, blocking until it is free; `EINTR` is retried, never
 /// reported (a signal handler installed without `SA_RESTART` must not fail the wait).
-pub(crate) fn lock_blocking(file: &File, shared: bool) -> io::Result<()> {
+pub(crate) fn lock_blocking(file: &File, share: Share) -> io::Result<()> {
     let mut lock = fd_lock::RwLock::new(file);
     loop {
         // The guard is forgotten: see `LockGuard` for how the lock is released.
-        let res = if shared {
+        let res = if share.is_shared() {
             lock.read().map(std::mem::forget)
         } else {
             lock.write().map(std::mem::forget)
@@ -443,10 +425,10 @@ pub(crate) fn lock_blocking(file: &File, shared: bool) -> io::Result<()> {
 }
 
 /// Tries to take the kernel lock on `file` without blocking: `Ok(false)` if it is held.
-pub(crate) fn try_lock(file: &File, shared: bool) -> io::Result<bool> {
+pub(crate) fn try_lock(file: &File, share: Share) -> io::Result<bool> {
     let mut lock = fd_lock::RwLock::new(file);
     loop {
-        let res = if shared {
+        let res = if share.is_shared() {
             lock.try_read().map(std::mem::forget)
         } else {
             lock.try_write().map(std::mem::forget)

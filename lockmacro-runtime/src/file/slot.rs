@@ -25,16 +25,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Instant;
 
-use crate::dir::Kind;
-use crate::file::{Memo, Seen};
-use crate::fork::LockFile;
-use crate::watch::{SlotWatch, Watching};
+use super::dir::Place;
+use super::fork::LockFile;
+use super::os::{self, Memo, Seen};
+use super::watch::{self, SlotWatch, Verdict, Watched, Watching};
+use crate::deadline::Deadline;
+use crate::request::Share;
 
 /// The lock file's descriptor as [`Slot::file`] hands it out.
 #[derive(Debug)]
 pub(crate) struct Descriptor {
     pub(crate) file: Arc<LockFile>,
-    /// What the previous acquisition established, if it may be used (see `file::Memo`).
+    /// What the previous acquisition established, if it may be used (see `os::Memo`).
     pub(crate) memo: Option<Memo>,
     /// Opened just now (by path), rather than kept from an earlier acquisition.
     pub(crate) fresh: bool,
@@ -44,19 +46,8 @@ pub(crate) struct Descriptor {
 #[derive(Debug)]
 pub(crate) struct Opened {
     pub(crate) file: LockFile,
-    /// `fstat` of the file can be trusted to show every change (see `file::Memo`).
+    /// `fstat` of the file can be trusted to show every change (see `os::Memo`).
     pub(crate) memos: bool,
-}
-
-/// Where the lock file is, as the `Lock`s of this slot spell it.
-#[derive(Debug)]
-pub(crate) struct Place {
-    /// The lock's name, for messages.
-    pub(crate) name: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) kind: Kind,
-    /// `dir` joined with the file name.
-    pub(crate) path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -73,9 +64,9 @@ pub(crate) struct Slot {
 #[derive(Debug, Default)]
 struct State {
     file: Option<Arc<LockFile>>,
-    /// Whether memos may be used for `file` (see `file::Memo`).
+    /// Whether memos may be used for `file` (see `os::Memo`).
     memos: bool,
-    /// What the last full check of `file` established (see `file::Memo`).
+    /// What the last full check of `file` established (see `os::Memo`).
     memo: Option<Memo>,
     admitted: Admitted,
     /// Threads blocked in `admit`: only then is a wake-up (a futex syscall) worth making.
@@ -83,8 +74,8 @@ struct State {
     /// A thread blocked in the kernel on behalf of the admitted timed or async waiter.
     proxy: Option<Proxy>,
     /// The kernel lock is held by guards of this process (not being taken or released), and
-    /// how (shared or not).
-    held: Option<bool>,
+    /// how.
+    held: Option<Share>,
     /// Why the lock was lost during the current hold, if it was.
     lost: Option<String>,
     /// Whether a loss ends the process (a current holder asked for `OnLost::Exit`).
@@ -146,23 +137,6 @@ pub(crate) enum Admission {
     Joined,
     /// Another thread of this process is in the way (only without waiting, or past a deadline).
     Busy,
-}
-
-/// How long admission may wait for other threads of this process.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Patience {
-    None,
-    Forever,
-    Until(Instant),
-}
-
-/// What a check of a held lock found.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    /// Still ours (or not held at all).
-    Fine,
-    /// Lost, for this reason; `exit`: a holder asked for the process to exit.
-    Lost { reason: String, exit: bool },
 }
 
 /// This process's slots by path. Per process: a forked child makes its own registry rather than
@@ -227,7 +201,8 @@ impl Slot {
     }
 
     /// Asks to use the descriptor.
-    pub(crate) fn admit(&self, shared: bool, patience: Patience) -> Admission {
+    pub(crate) fn admit(&self, share: Share, deadline: Deadline) -> Admission {
+        let shared = share.is_shared();
         let mut state = self.state();
         loop {
             match state.admitted {
@@ -251,16 +226,14 @@ impl Slot {
             // find the lock "taken" by nothing but this process's own bookkeeping.
             let passing = state.admitted == Admitted::Releasing
                 || (shared && state.admitted == Admitted::TakingShared);
-            let timeout = match patience {
+            let timeout = match deadline {
                 _ if passing => None,
-                Patience::None => return Admission::Busy,
-                Patience::Forever => None,
-                Patience::Until(deadline) => {
-                    match deadline.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => Some(left),
-                        _ => return Admission::Busy,
-                    }
-                }
+                Deadline::Now => return Admission::Busy,
+                Deadline::Never => None,
+                Deadline::At { at, .. } => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Admission::Busy,
+                },
             };
             state.waiting += 1;
             state = match timeout {
@@ -351,7 +324,7 @@ impl Slot {
     pub(crate) fn start_proxy(
         self: &Arc<Self>,
         file: Arc<LockFile>,
-        shared: bool,
+        share: Share,
     ) -> io::Result<()> {
         let mut state = self.state();
         state.proxy = Some(Proxy {
@@ -369,7 +342,7 @@ impl Slot {
         let started = std::thread::Builder::new()
             .name("lockmacro-wait".into())
             .spawn(move || {
-                let outcome = crate::file::lock_blocking(&file, shared);
+                let outcome = os::lock_blocking(&file, share);
                 slot.proxy_done(&file, outcome);
             });
         if let Err(e) = started {
@@ -390,7 +363,7 @@ impl Slot {
             }
             _ => {
                 // Nobody wants it any more: give it straight back, and the admission with it.
-                if outcome.is_ok() && !crate::file::unlock(file) {
+                if outcome.is_ok() && !os::unlock(file) {
                     forget_file(&mut state);
                 }
                 state.proxy = None;
@@ -449,16 +422,16 @@ impl Slot {
     /// The admitted thread now holds the kernel lock. `exit_on_lost`: this holder wants the
     /// process to exit if the lock is lost while held. The file is watched from its first hold
     /// on, for as long as it stays open (see `watch`).
-    pub(crate) fn locked(self: &Arc<Self>, shared: bool, exit_on_lost: bool) {
+    pub(crate) fn locked(self: &Arc<Self>, share: Share, exit_on_lost: bool) {
         let mut state = self.state();
         if state.watching.is_none() && !state.arming && state.file.is_some() {
             state.arming = true;
-            crate::watch::arm(self);
+            watch::arm(&self.watched());
         }
-        state.held = Some(shared);
+        state.held = Some(share);
         state.lost = None;
         state.exit_on_lost = exit_on_lost;
-        if shared {
+        if share.is_shared() {
             state.admitted = Admitted::Shared(1);
             if state.waiting > 0 {
                 self.changed.notify_all(); // shared requests waiting for us may join now
@@ -501,8 +474,13 @@ impl Slot {
         }
     }
 
+    /// This slot as the watch sees it.
+    pub(crate) fn watched(self: &Arc<Self>) -> Arc<dyn Watched> {
+        Arc::clone(self) as Arc<dyn Watched>
+    }
+
     /// Starts watching the held file, if it is still held and not watched yet; true if it did.
-    pub(crate) fn start_watch(self: &Arc<Self>) -> bool {
+    fn start_watching(self: &Arc<Self>) -> bool {
         let mut state = self.state();
         state.arming = false;
         if state.held.is_none() || state.watching.is_some() {
@@ -511,7 +489,7 @@ impl Slot {
         let Some(file) = state.file.clone() else {
             return false;
         };
-        state.watching = crate::watch::watch(self, &file, &self.place.dir);
+        state.watching = watch::watch(&self.watched(), &file, &self.place.dir);
         state.watching.is_some()
     }
 
@@ -530,9 +508,9 @@ impl Slot {
     /// Checks that the held lock file is still the one at the path. If it is not, the lock is
     /// re-established on a new file at the path when that is provably safe (`reestablish`),
     /// else it is lost. `drain` lets the watcher read the events that happened so far.
-    pub(crate) fn verify(self: &Arc<Self>, drain: &mut dyn FnMut()) -> Verdict {
+    fn check_held(self: &Arc<Self>, drain: &mut dyn FnMut()) -> Verdict {
         let mut state = self.state();
-        let (Some(shared), Some(file)) = (state.held, state.file.clone()) else {
+        let (Some(share), Some(file)) = (state.held, state.file.clone()) else {
             return Verdict::Fine;
         };
         if let Some(reason) = &state.lost {
@@ -542,7 +520,7 @@ impl Slot {
             };
         }
         drain();
-        let reason = match crate::file::still_named(&file, &self.place.path) {
+        let reason = match os::still_named(&file, &self.place.path) {
             // Named again, but another file was at the path meanwhile (moved away and back
             // while this process could not react, say stopped): someone may have held it.
             Ok(true) if self.watch.away_and_back() => "the lock file was moved away while held \
@@ -553,20 +531,20 @@ impl Slot {
                 self.watch.settled();
                 return Verdict::Fine;
             }
-            Ok(false) => match crate::watch::reestablish(self, shared, drain) {
+            Ok(false) => match watch::reestablish(&self.watched(), share, drain) {
                 Ok(new) => {
                     forget_file(&mut state);
                     state.watching = new.watching;
                     state.file = Some(Arc::new(new.file));
                     state.memos = new.memos;
                     self.watch.settled();
-                    crate::trace::reestablished(self);
+                    crate::trace::reestablished(&self.place.name, &self.place.path.display());
                     return Verdict::Fine;
                 }
                 Err(reason) => reason,
             },
         };
-        crate::trace::lost_held(self, &reason);
+        crate::trace::lost_held(&self.place.name, &self.place.path.display(), &reason);
         state.lost = Some(reason.clone());
         for waker in state.lost_wakers.drain(..) {
             waker.wake();
@@ -578,12 +556,34 @@ impl Slot {
     }
 }
 
+impl Watched for Slot {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn place(&self) -> &Place {
+        &self.place
+    }
+
+    fn seen(&self) -> &SlotWatch {
+        &self.watch
+    }
+
+    fn verify(self: Arc<Self>, drain: &mut dyn FnMut()) -> Verdict {
+        self.check_held(drain)
+    }
+
+    fn start_watch(self: Arc<Self>) -> bool {
+        self.start_watching()
+    }
+}
+
 /// Drops the state's descriptor and its watch.
 fn forget_file(state: &mut State) {
     state.file = None;
     state.memo = None;
     if let Some(watching) = state.watching.take() {
-        crate::watch::unwatch(watching);
+        watch::unwatch(watching);
     }
 }
 

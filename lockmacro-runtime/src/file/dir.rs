@@ -61,6 +61,17 @@ pub(crate) enum Kind {
     Explicit,
 }
 
+/// Where a lock file is, as the `Lock`s of one slot spell it.
+#[derive(Debug)]
+pub(crate) struct Place {
+    /// The lock's name, for messages.
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) kind: Kind,
+    /// `dir` joined with the file name.
+    pub(crate) path: PathBuf,
+}
+
 /// Picks the directory for a lock: the explicit one, else `LOCKMACRO_DIR`, else the default.
 /// A relative explicit directory is made absolute now, so that a later `chdir` does not move it.
 pub(crate) fn resolve(explicit: Option<PathBuf>) -> (PathBuf, Kind) {
@@ -179,11 +190,11 @@ mod imp {
         let st = rustix::fs::fstat(&fd)
             .map_err(|e| Error::io(name, dir, "inspect lock directory", e.into()))?;
         check(name, dir, kind, st.st_uid, st.st_mode)?;
-        let magic = crate::fstype::magic_of(&fd);
-        crate::fstype::check(name, dir, magic)?;
+        let magic = crate::file::fstype::magic_of(&fd);
+        crate::file::fstype::check(name, dir, magic)?;
         Ok(Opened {
             fd,
-            memos: crate::fstype::keeps_change_times(magic),
+            memos: crate::file::fstype::keeps_change_times(magic),
             file_mode: if kind == Kind::Private { 0o600 } else { 0o644 },
         })
     }

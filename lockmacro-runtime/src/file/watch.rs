@@ -37,12 +37,38 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::slot::{Slot, Verdict};
+use super::dir::Place;
+use crate::request::Share;
+
+/// What a check of a held lock found.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Still ours (or not held at all).
+    Fine,
+    /// Lost, for this reason; `exit`: a holder asked for the process to exit.
+    Lost { reason: String, exit: bool },
+}
+
+/// What the watch needs of a lock file's slot. The slot (`super::slot`) starts and stops
+/// watches, so the watch knows it only through this trait and stays below it.
+pub(crate) trait Watched: Send + Sync + 'static {
+    /// The process the slot belongs to.
+    fn pid(&self) -> u32;
+    fn place(&self) -> &Place;
+    /// What the watcher saw of the slot's file.
+    fn seen(&self) -> &SlotWatch;
+    /// Checks the held file (see `Slot::verify`); `drain` reads the events queued so far.
+    fn verify(self: Arc<Self>, drain: &mut dyn FnMut()) -> Verdict;
+    /// Starts watching the held file, if still held and not watched yet; true if it did.
+    fn start_watch(self: Arc<Self>) -> bool;
+}
+
+type Slot = dyn Watched;
 
 /// A lock taken again on a new file at the path (see `reestablish`).
 #[derive(Debug)]
 pub(crate) struct Reestablished {
-    pub(crate) file: crate::fork::LockFile,
+    pub(crate) file: super::fork::LockFile,
     pub(crate) memos: bool,
     pub(crate) watching: Option<Watching>,
 }
@@ -129,8 +155,8 @@ pub(crate) fn check(slot: &Arc<Slot>) -> Verdict {
 /// Ends the process for a lost lock (the `OnLost::Exit` policy).
 pub(crate) fn exit_lost(slot: &Slot, reason: String) -> ! {
     let err = crate::error::Error::Lost {
-        name: slot.place.name.clone(),
-        path: slot.place.path.clone(),
+        name: slot.place().name.clone(),
+        at: crate::error::Location::File(slot.place().path.clone()),
         reason,
     };
     eprintln!(
@@ -166,8 +192,9 @@ mod imp {
     use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
     use super::Verdict;
-    use crate::fork::LockFile;
-    use crate::slot::Slot;
+    use super::{Share, Slot};
+    use crate::file::fork::LockFile;
+    use crate::file::os;
 
     /// One process's inotify descriptor, and which slots each watch serves.
     struct Watcher {
@@ -300,8 +327,8 @@ mod imp {
                 return None;
             }
         };
-        slot.watch.dir.0.store(dir_id.0, Ordering::SeqCst);
-        slot.watch.dir.1.store(dir_id.1, Ordering::SeqCst);
+        slot.seen().dir.0.store(dir_id.0, Ordering::SeqCst);
+        slot.seen().dir.1.store(dir_id.1, Ordering::SeqCst);
         // What happened before this watch (a previous file's events) is noted first, so that
         // none of it counts for this file.
         let seen = watcher.drain(&mut table);
@@ -315,7 +342,7 @@ mod imp {
             .entry(dir_wd)
             .or_default()
             .push(Arc::downgrade(slot));
-        slot.watch.new_file();
+        slot.seen().new_file();
         drop(table);
         drop(seen);
         Some(Watching {
@@ -356,7 +383,7 @@ mod imp {
         if watching
             .slot
             .upgrade()
-            .is_some_and(|slot| slot.pid != watcher.pid)
+            .is_some_and(|slot| slot.pid() != watcher.pid)
         {
             return;
         }
@@ -426,7 +453,7 @@ mod imp {
             };
             for slot in due {
                 if let Some(slot) = slot.upgrade() {
-                    if slot.start_watch() {
+                    if Arc::clone(&slot).start_watch() {
                         self.verify(&slot);
                     }
                 }
@@ -441,9 +468,9 @@ mod imp {
 
         /// Verifies `slot`, applying the exit policy if it is lost and a holder asked for it.
         fn verify(&self, slot: &Arc<Slot>) -> Verdict {
-            let verdict = slot.verify(&mut || self.drain_now());
+            let verdict = Arc::clone(slot).verify(&mut || self.drain_now());
             if let Verdict::Lost { reason, exit: true } = verdict {
-                super::exit_lost(slot, reason);
+                super::exit_lost(&**slot, reason);
             }
             verdict
         }
@@ -479,7 +506,7 @@ mod imp {
                         .chain(table.dirs.values().flatten())
                     {
                         if let Some(s) = slot.upgrade() {
-                            s.watch.unsure.store(true, Ordering::SeqCst);
+                            s.seen().unsure.store(true, Ordering::SeqCst);
                             keep.push(s);
                         }
                         table.pending.push(slot.clone());
@@ -489,7 +516,7 @@ mod imp {
                 if let Some(slots) = table.files.get(&wd) {
                     for slot in slots {
                         if let Some(s) = slot.upgrade() {
-                            s.watch.suspect();
+                            s.seen().suspect();
                             keep.push(s);
                         }
                     }
@@ -506,18 +533,18 @@ mod imp {
                 for slot in slots {
                     let Some(s) = slot.upgrade() else { continue };
                     let ours = name.as_deref().is_some_and(|name| {
-                        s.place.path.file_name().map(|n| n.as_encoded_bytes()) == Some(name)
+                        s.place().path.file_name().map(|n| n.as_encoded_bytes()) == Some(name)
                     });
                     if !ours && !whole_dir {
                         continue;
                     }
                     if whole_dir {
-                        s.watch.unsure.store(true, Ordering::SeqCst);
-                        s.watch.suspect();
+                        s.seen().unsure.store(true, Ordering::SeqCst);
+                        s.seen().suspect();
                     } else if flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
-                        s.watch.created();
+                        s.seen().created();
                     } else {
-                        s.watch.suspect();
+                        s.seen().suspect();
                     }
                     keep.push(s);
                     table.pending.push(slot.clone());
@@ -536,28 +563,28 @@ mod imp {
         if let Some(watcher) = watcher() {
             watcher.drain_now();
         }
-        slot.watch.settled();
+        slot.seen().settled();
     }
 
     pub(crate) fn check(slot: &Arc<Slot>) -> Verdict {
         match watcher() {
             Some(watcher) => watcher.verify(slot), // which reads the events first
-            None => slot.verify(&mut || {}),
+            None => Arc::clone(slot).verify(&mut || {}),
         }
     }
 
     /// A new file at the path, locked like the one that was lost (see the module docs).
     pub(crate) fn reestablish(
         slot: &Arc<Slot>,
-        shared: bool,
+        share: Share,
         drain: &mut dyn FnMut(),
     ) -> Result<super::Reestablished, String> {
         use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
-        let place = &slot.place;
+        let place = slot.place();
         let lost = |why: &str| format!("the lock file was removed or replaced while held{why}");
         drain();
-        let Some(created) = slot.watch.created_since_loss() else {
+        let Some(created) = slot.seen().created_since_loss() else {
             return Err(lost(""));
         };
         if created > 0 {
@@ -568,15 +595,15 @@ mod imp {
             Ok(_) => return Err(lost(" by another file")),
             Err(e) => return Err(lost(&format!(" (its path cannot be looked up: {e})"))),
         }
-        let dir = crate::dir::open(&place.name, &place.dir, place.kind)
+        let dir = crate::file::dir::open(&place.name, &place.dir, place.kind)
             .map_err(|e| lost(&format!(" and its directory cannot be used again: {e}")))?;
         // Only in the very directory watched: what the watch saw is about that one.
         #[allow(clippy::unnecessary_cast)]
         let same = rustix::fs::fstat(&dir.fd).is_ok_and(|st| {
             (st.st_dev as u64, st.st_ino as u64)
                 == (
-                    slot.watch.dir.0.load(Ordering::SeqCst),
-                    slot.watch.dir.1.load(Ordering::SeqCst),
+                    slot.seen().dir.0.load(Ordering::SeqCst),
+                    slot.seen().dir.1.load(Ordering::SeqCst),
                 )
         });
         if !same {
@@ -592,10 +619,10 @@ mod imp {
             .map(File::from)
         })
         .map_err(|e| lost(&format!(", and no new one can be made there ({e})")))?;
-        if !crate::file::try_lock(&file, shared).unwrap_or(false) {
+        if !os::try_lock(&file, share).unwrap_or(false) {
             return Err(lost(", and the new file could not be locked"));
         }
-        crate::file::write_pid(&file, crate::pid::current());
+        os::write_pid(&file, crate::pid::current());
         let name = place.path.file_name().unwrap_or_default();
         let source = format!("/proc/self/fd/{}", file.as_raw_fd());
         match rustix::fs::linkat(CWD, &source, &dir.fd, name, AtFlags::SYMLINK_FOLLOW) {
@@ -607,7 +634,7 @@ mod imp {
         }
         drain();
         // Ours is one creation; any other means someone made (and perhaps held) a file there.
-        if slot.watch.created_since_loss() != Some(1) {
+        if slot.seen().created_since_loss() != Some(1) {
             return Err(lost(
                 ", and another process used a new one at its path meanwhile",
             ));
@@ -626,8 +653,7 @@ mod imp {
     use std::fs::File;
     use std::sync::Arc;
 
-    use super::Verdict;
-    use crate::slot::Slot;
+    use super::{Share, Slot, Verdict};
 
     #[derive(Debug)]
     pub(crate) struct Watching;
@@ -647,12 +673,12 @@ mod imp {
     pub(crate) fn hold_begins(_slot: &Slot) {}
 
     pub(crate) fn check(slot: &Arc<Slot>) -> Verdict {
-        slot.verify(&mut || {})
+        Arc::clone(slot).verify(&mut || {})
     }
 
     pub(crate) fn reestablish(
         _slot: &Arc<Slot>,
-        _shared: bool,
+        _share: Share,
         _drain: &mut dyn FnMut(),
     ) -> Result<super::Reestablished, String> {
         Err("the lock file was removed or replaced while held".to_owned())

@@ -29,14 +29,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls};
 
-use crate::error::{one_line, program_name, Error};
-use crate::guard::LockGuard;
-use crate::lock::{Lock, Spec};
+use crate::deadline::Deadline;
+use crate::error::{one_line, program_name, Error, Location};
 use crate::lost::{OnLost, LOST_EXIT_CODE};
+use crate::notice::{self, Notice};
+use crate::request::{Announce, Request, Share};
 use crate::trace;
 
 /// The environment variable read for the server URL when none is given in code (by
-/// `backend = "postgres"` and [`Lock::postgres_from_env`]). Feature `postgres`.
+/// `backend = "postgres"` and [`Lock::postgres_from_env`](crate::Lock::postgres_from_env)).
+/// Feature `postgres`.
 ///
 /// ```
 /// assert_eq!(lockmacro_runtime::URL_ENV, "LOCKMACRO_POSTGRES_URL");
@@ -44,7 +46,7 @@ use crate::trace;
 pub const URL_ENV: &str = "LOCKMACRO_POSTGRES_URL";
 
 /// The default lease: how long the server waits on a silent holder before ending its session
-/// (see [`Lock::lease`]). Feature `postgres`.
+/// (see [`Lock::lease`](crate::Lock::lease)). Feature `postgres`.
 ///
 /// ```
 /// assert_eq!(lockmacro_runtime::DEFAULT_LEASE, std::time::Duration::from_secs(10));
@@ -79,34 +81,114 @@ pub fn key_for(name: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// A PostgreSQL lock as asked for: the request, the server and the key.
 #[derive(Debug, Clone)]
-pub(crate) struct PgSpec {
+pub(crate) struct Spec {
+    pub(crate) request: Request,
     /// `None`: read [`URL_ENV`] when acquiring.
     pub(crate) url: Option<String>,
     pub(crate) key: i64,
     pub(crate) lease: Duration,
-    pub(crate) on_lost: OnLost,
 }
 
-impl PgSpec {
-    pub(crate) fn new(url: Option<String>, name: &str) -> PgSpec {
-        PgSpec {
+/// What events show as the lock's place: the server and the key.
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.location())
+    }
+}
+
+impl Spec {
+    pub(crate) fn new(request: Request, url: Option<String>) -> Spec {
+        Spec {
+            key: key_for(&request.name),
+            request,
             url,
-            key: key_for(name),
             lease: DEFAULT_LEASE,
-            on_lost: OnLost::Exit,
         }
     }
 
-    /// What errors and `Lock::path` show for this lock: the server without credentials, and
-    /// the key.
-    pub(crate) fn locator(&self) -> String {
-        let server = self
-            .url
+    /// The server without credentials (`host:port/db`), or `$LOCKMACRO_POSTGRES_URL` until
+    /// that is read.
+    pub(crate) fn server(&self) -> String {
+        self.url
             .as_deref()
             .and_then(|url| url.parse::<tokio_postgres::Config>().ok())
-            .map_or_else(|| format!("${URL_ENV}"), |c| server_of(&c));
-        format!("postgres://{server} advisory lock {}", self.key)
+            .map_or_else(|| format!("${URL_ENV}"), |c| server_of(&c))
+    }
+
+    pub(crate) fn location(&self) -> Location {
+        Location::Postgres {
+            server: self.server(),
+            key: self.key,
+        }
+    }
+
+    fn about(&self) -> trace::About<'_> {
+        trace::About {
+            name: &self.request.name,
+            at: self,
+            share: self.request.share,
+        }
+    }
+
+    fn error(
+        &self,
+        action: &'static str,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Postgres {
+            name: self.request.name.clone(),
+            server: self.server(),
+            key: self.key,
+            action,
+            source: e.into(),
+        }
+    }
+
+    /// Takes the lock, blocking the calling thread (never an executor's: the sync path).
+    pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
+        block_on(self.acquire_async(deadline))
+    }
+
+    /// The session thread does the connecting and the waiting; the future only waits for its
+    /// answer. Dropping the future cancels the session (and with it any lock it got).
+    pub(crate) fn acquire_async(
+        self: &Arc<Self>,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<Hold, Error>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let session = Session {
+            spec: Arc::clone(self),
+        };
+        let spawned = spawn(self, session.session(deadline, reply));
+        let spec = Arc::clone(self);
+        async move {
+            spawned?;
+            let link = answer.await.unwrap_or_else(|_| Err(thread_ended(&spec)))?;
+            Ok(Hold {
+                link,
+                lease: spec.lease,
+                pid: crate::pid::current(),
+                released: false,
+            })
+        }
+    }
+
+    /// The PID of this lock's holder on this host, asked from the server (for `Lock::holder`).
+    pub(crate) fn holder(self: &Arc<Self>) -> Result<Option<u32>, Error> {
+        let session = Session {
+            spec: Arc::clone(self),
+        };
+        let (tx, rx) = oneshot::channel();
+        spawn(self, async move {
+            let asked = match session.connect().await {
+                Ok((client, _connection)) => Ok(session.holder(&client).await),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(asked);
+        })?;
+        block_on(rx).unwrap_or_else(|_| Err(thread_ended(self)))
     }
 }
 
@@ -122,16 +204,49 @@ fn server_of(config: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-/// How long to wait for the lock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum PgWait {
-    Try,
-    Until(Option<Instant>, Duration),
-}
-
-/// The state a held lock shares between its session thread and its guard.
+/// A held PostgreSQL lock; dropping it ends the session (in the process that took it only).
 #[derive(Debug)]
 pub(crate) struct Hold {
+    link: Arc<Link>,
+    lease: Duration,
+    pid: u32,
+    released: bool,
+}
+
+impl Hold {
+    /// Still to be released by this process.
+    pub(crate) fn is_live(&self) -> bool {
+        !self.released && crate::pid::current() == self.pid
+    }
+
+    pub(crate) fn lost_reason(&self) -> Option<String> {
+        self.link.lost_reason()
+    }
+
+    /// The reason if the lock is lost, else registers `waker` to be woken when it is.
+    pub(crate) fn poll_lost(&self, waker: &Waker) -> Option<String> {
+        self.link.watch(waker)
+    }
+
+    /// Ends the session: unlocks, closes the connection, and waits (a bounded time) until the
+    /// server has confirmed the unlock, so the next acquirer finds it free.
+    pub(crate) fn release(&mut self) {
+        if self.is_live() {
+            self.released = true;
+            self.link.release(self.lease);
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The state a held lock shares between its session thread and its [`Hold`].
+#[derive(Debug)]
+struct Link {
     state: Mutex<HoldState>,
 }
 
@@ -143,19 +258,19 @@ struct HoldState {
     released: Option<std::sync::mpsc::Receiver<()>>,
 }
 
-impl Hold {
+impl Link {
     fn state(&self) -> MutexGuard<'_, HoldState> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn lost_reason(&self) -> Option<String> {
+    fn lost_reason(&self) -> Option<String> {
         self.state().lost.clone()
     }
 
     /// Registers `waker` to be woken when the lock is lost; the reason if it already is.
-    pub(crate) fn watch(&self, waker: &Waker) -> Option<String> {
+    fn watch(&self, waker: &Waker) -> Option<String> {
         let mut state = self.state();
         if state.lost.is_none() {
             state.wakers.push(waker.clone());
@@ -172,9 +287,7 @@ impl Hold {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Ends the session: unlocks, closes the connection, and waits (a bounded time) until the
-    /// server has confirmed the unlock, so the next acquirer finds it free.
-    pub(crate) fn release(&self, lease: Duration) {
+    fn release(&self, lease: Duration) {
         let (release, released) = {
             let mut state = self.state();
             // A lost lock has nothing left to confirm: never wait (perhaps on an executor
@@ -191,77 +304,42 @@ impl Hold {
     }
 }
 
-/// Takes the lock, blocking the calling thread (never an executor's: this is the sync path).
-pub(crate) fn acquire(lock: &Lock, pg: &PgSpec, wait: PgWait) -> Result<LockGuard, Error> {
-    block_on(acquire_async(lock, pg, wait))
-}
-
-/// The session thread does the connecting and the waiting; the future only waits for its
-/// answer. Dropping the future cancels the session (and with it any lock it got).
-pub(crate) fn acquire_async(
-    lock: &Lock,
-    pg: &PgSpec,
-    wait: PgWait,
-) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
-    let (reply, answer) = oneshot::channel();
-    let session = Session::new(lock, pg);
-    let spawned = spawn(lock, session.session(wait, reply));
-    let lock = lock.clone();
-    async move {
-        spawned?;
-        answer.await.unwrap_or_else(|_| Err(thread_ended(&lock)))
-    }
-}
-
 /// Runs `work` on a new thread with its own current-thread runtime.
-fn spawn(lock: &Lock, work: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let spec = lock.spec();
+fn spawn(spec: &Spec, work: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| spec.io_error("start a runtime for", e))?;
+        .map_err(|e| spec.error("start a runtime for", e))?;
     std::thread::Builder::new()
         .name("lockmacro-pg".into())
         .spawn(move || runtime.block_on(work))
         .map(drop)
-        .map_err(|e| spec.io_error("start a session thread for", e))
+        .map_err(|e| spec.error("start a session thread for", e))
 }
 
-fn thread_ended(lock: &Lock) -> Error {
-    lock.spec()
-        .io_error("hold", io::Error::other("the session thread ended"))
+fn thread_ended(spec: &Spec) -> Error {
+    spec.error("hold", "the session thread ended")
 }
 
+/// One connection to the server, on its own thread, that takes and then keeps the lock.
 struct Session {
-    lock: Lock,
-    pg: PgSpec,
+    spec: Arc<Spec>,
 }
 
-type Reply = oneshot::Sender<Result<LockGuard, Error>>;
+type Reply = oneshot::Sender<Result<Arc<Link>, Error>>;
 /// The task driving the connection; it ends when the session does.
 type Connection = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
 impl Session {
-    fn new(lock: &Lock, pg: &PgSpec) -> Session {
-        Session {
-            lock: lock.clone(),
-            pg: pg.clone(),
-        }
-    }
-
-    fn spec(&self) -> &Spec {
-        self.lock.spec()
-    }
-
     fn error(
         &self,
         action: &'static str,
         e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Error {
-        self.spec().io_error(action, io::Error::other(e))
+        self.spec.error(action, e)
     }
 
-    async fn session(self, wait: PgWait, mut reply: Reply) {
+    async fn session(self, deadline: Deadline, mut reply: Reply) {
         let since = trace::Since::now();
         let connected = tokio::select! {
             c = self.connect() => c,
@@ -275,7 +353,7 @@ impl Session {
             }
         };
         let got = tokio::select! {
-            got = self.take(&client, wait) => got,
+            got = self.take(&client, deadline) => got,
             () = reply.closed() => return, // cancelled: closing the session frees everything
             end = &mut connection => Err(self.error("keep the connection to", ended(end))),
         };
@@ -288,48 +366,47 @@ impl Session {
         };
         let (release_tx, release_rx) = oneshot::channel();
         let (released_tx, released_rx) = std::sync::mpsc::channel();
-        let hold = Arc::new(Hold {
+        let link = Arc::new(Link {
             state: Mutex::new(HoldState {
                 release: Some(release_tx),
                 released: Some(released_rx),
                 ..HoldState::default()
             }),
         });
-        trace::acquired(self.spec(), since);
-        let guard = LockGuard::postgres(self.lock.clone(), Arc::clone(&hold));
-        if let Err(Ok(guard)) = reply.send(Ok(guard)) {
-            // Nobody is waiting any more: the session ends below, which gives it back.
-            guard.defuse();
+        trace::acquired(self.spec.about(), since);
+        if reply.send(Ok(Arc::clone(&link))).is_err() {
+            // Nobody is waiting any more: closing the session gives the lock back.
             drop(client);
             return;
         }
         let reason = self.hold(&client, &mut connection, release_rx, sent).await;
         if let Some(reason) = reason {
-            self.lost(&hold, reason);
+            self.lost(&link, reason);
         } else {
             let unlock = format!("SELECT pg_advisory_unlock{}($1)", self.suffix());
-            let _ =
-                tokio::time::timeout(self.pg.lease / 2, client.execute(&unlock, &[&self.pg.key]))
-                    .await;
+            let _ = tokio::time::timeout(
+                self.spec.lease / 2,
+                client.execute(&unlock, &[&self.spec.key]),
+            )
+            .await;
         }
         drop(client); // closes the session: whatever happened above, the server frees the lock
-        let _ = tokio::time::timeout(self.pg.lease / 2, connection).await;
+        let _ = tokio::time::timeout(self.spec.lease / 2, connection).await;
         let _ = released_tx.send(());
     }
 
     fn suffix(&self) -> &'static str {
-        if self.spec().shared {
-            "_shared"
-        } else {
-            ""
+        match self.spec.request.share {
+            Share::Shared => "_shared",
+            Share::Exclusive => "",
         }
     }
 
     async fn connect(&self) -> Result<(Client, Connection), Error> {
-        let url = match &self.pg.url {
+        let url = match &self.spec.url {
             Some(url) => url.clone(),
             None => std::env::var(URL_ENV).map_err(|_| {
-                self.spec().io_error(
+                self.error(
                     "find the server of",
                     io::Error::new(io::ErrorKind::NotFound, format!("{URL_ENV} is not set")),
                 )
@@ -338,9 +415,9 @@ impl Session {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| self.error("parse the server URL of", e))?;
-        let lease = self.pg.lease;
+        let lease = self.spec.lease;
         config
-            .application_name(application_name(&self.spec().name))
+            .application_name(application_name(&self.spec.request.name))
             .connect_timeout(lease.max(Duration::from_secs(1)))
             .keepalives(true)
             .keepalives_idle((lease / 4).max(Duration::from_secs(1)))
@@ -355,8 +432,8 @@ impl Session {
     }
 
     /// Sets up the lease and takes the lock; returns when the last confirming query was sent.
-    async fn take(&self, client: &Client, wait: PgWait) -> Result<Instant, Error> {
-        let lease_ms = u64::try_from(self.pg.lease.as_millis())
+    async fn take(&self, client: &Client, deadline: Deadline) -> Result<Instant, Error> {
+        let lease_ms = u64::try_from(self.spec.lease.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         client
@@ -384,7 +461,7 @@ impl Session {
         loop {
             let sent = Instant::now();
             let got: bool = self
-                .timely(client.query_one(&try_lock, &[&self.pg.key]))
+                .timely(client.query_one(&try_lock, &[&self.spec.key]))
                 .await?
                 .get(0);
             if got {
@@ -397,37 +474,34 @@ impl Session {
                 }
                 return Ok(sent);
             }
-            let (deadline, timeout) = match wait {
-                PgWait::Try => (Some(Instant::now()), Duration::ZERO),
-                PgWait::Until(deadline, timeout) => (deadline, timeout),
-            };
             if !std::mem::replace(&mut contended, true) {
-                trace::contended(self.spec(), None);
-                if matches!(wait, PgWait::Until(..)) {
-                    _notice = crate::notice::Notice::arm(&self.lock);
+                trace::contended(self.spec.about(), None);
+                if deadline != Deadline::Now && self.spec.request.announce == Announce::LongWaits {
+                    // Asking needs a connection: the line names no holder.
+                    _notice = Some(Notice::arm(
+                        &self.spec.request.name,
+                        self.spec.location(),
+                        notice::Holder::default,
+                    ));
                 }
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.passed() {
                 let pid = self.holder(client).await;
-                if matches!(wait, PgWait::Try) {
-                    return Err(Error::Held {
-                        name: self.spec().name.clone(),
-                        path: self.spec().path.to_path_buf(),
-                        pid,
-                    });
-                }
-                trace::timed_out(self.spec(), timeout, pid);
+                let (name, at) = (self.spec.request.name.clone(), self.spec.location());
+                let Deadline::At { timeout, .. } = deadline else {
+                    return Err(Error::Held { name, at, pid });
+                };
+                trace::timed_out(self.spec.about(), timeout, pid);
                 return Err(Error::Timeout {
-                    name: self.spec().name.clone(),
-                    path: self.spec().path.to_path_buf(),
+                    name,
+                    at,
                     timeout,
                     pid,
                 });
             }
-            let mut wake = now + pause;
-            if let Some(d) = deadline {
-                wake = wake.min(d);
+            let mut wake = Instant::now() + pause;
+            if let Deadline::At { at, .. } = deadline {
+                wake = wake.min(at);
             }
             tokio::time::sleep_until(wake.into()).await;
             pause = (pause * 2).min(Duration::from_millis(100));
@@ -440,29 +514,28 @@ impl Session {
         &self,
         query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.pg.lease / 2, query).await {
+        match tokio::time::timeout(self.spec.lease / 2, query).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.error("query the server of", e)),
             Err(_) => Err(self.error(
                 "query the server of",
-                format!("no answer within {:?}", self.pg.lease / 2),
+                format!("no answer within {:?}", self.spec.lease / 2),
             )),
         }
     }
 
     /// Whether `pg_locks` shows this lock granted to this session.
     async fn visible(&self, client: &Client) -> Result<bool, tokio_postgres::Error> {
-        let mode = if self.spec().shared {
-            "ShareLock"
-        } else {
-            "ExclusiveLock"
+        let mode = match self.spec.request.share {
+            Share::Shared => "ShareLock",
+            Share::Exclusive => "ExclusiveLock",
         };
         let row = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
                  AND pid = pg_backend_pid() AND granted AND objsubid = 1 AND mode = $2 \
                  AND ((classid::bigint << 32) | objid::bigint) = $1)",
-                &[&self.pg.key, &mode],
+                &[&self.spec.key, &mode],
             )
             .await?;
         Ok(row.get(0))
@@ -471,12 +544,12 @@ impl Session {
     /// The PID of a holder on this host, from its `application_name`; best effort.
     async fn holder(&self, client: &Client) -> Option<u32> {
         let rows = tokio::time::timeout(
-            self.pg.lease / 2,
+            self.spec.lease / 2,
             client.query(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a \
                  ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted \
                  AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
-                &[&self.pg.key],
+                &[&self.spec.key],
             ),
         )
         .await
@@ -501,7 +574,7 @@ impl Session {
         mut release: oneshot::Receiver<()>,
         mut sent: Instant,
     ) -> Option<String> {
-        let lease = self.pg.lease;
+        let lease = self.spec.lease;
         let every = lease / 5;
         loop {
             // The server cannot end the session before `sent + lease`; we give up at half that.
@@ -537,18 +610,18 @@ impl Session {
         }
     }
 
-    fn lost(&self, hold: &Hold, reason: String) {
-        trace::lost(self.spec(), &reason);
-        if self.pg.on_lost == OnLost::Exit {
+    fn lost(&self, link: &Link, reason: String) {
+        trace::lost(self.spec.about(), &reason);
+        if self.spec.request.on_lost == OnLost::Exit {
             let err = Error::Lost {
-                name: self.spec().name.clone(),
-                path: self.spec().path.to_path_buf(),
+                name: self.spec.request.name.clone(),
+                at: self.spec.location(),
                 reason,
             };
             eprintln!("{}: {}", program_name(), one_line(&err));
             std::process::exit(LOST_EXIT_CODE);
         }
-        hold.set_lost(reason);
+        link.set_lost(reason);
     }
 }
 
@@ -607,20 +680,6 @@ fn block_on<F: Future>(future: F) -> F::Output {
         }
         std::thread::park();
     }
-}
-
-/// The PID of this lock's holder on this host, asked from the server (for `Lock::holder`).
-pub(crate) fn holder(lock: &Lock, pg: &PgSpec) -> Result<Option<u32>, Error> {
-    let session = Session::new(lock, pg);
-    let (tx, rx) = oneshot::channel();
-    spawn(lock, async move {
-        let asked = match session.connect().await {
-            Ok((client, _connection)) => Ok(session.holder(&client).await),
-            Err(e) => Err(e),
-        };
-        let _ = tx.send(asked);
-    })?;
-    block_on(rx).unwrap_or_else(|_| Err(thread_ended(lock)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,654 @@
+//! The file backend: an flock(2) lock on one file per lock name, in a checked directory.
+//!
+//! It takes a [`Spec`] and returns a [`Hold`]; it never sees `Lock` or `LockGuard`. Inside,
+//! from the top down:
+//!
+//! - this module: one acquisition (admission among this process's threads, the kernel lock,
+//!   the identity check, the PID), the release, and `holder`;
+//! - `future`: the same acquisition as a future;
+//! - `slot`: one lock file's state inside this process (the kept descriptor, the admission,
+//!   the proxy thread for timed and async waits, what became of the file while held);
+//! - `watch`: the inotify thread that notices a held file removed or replaced;
+//! - `dir`: where lock files live and the rules a directory must meet; `fstype`: filesystems
+//!   where flock does not work; `name`: lock name to file name;
+//! - `fork`: lock descriptors a forked child must not keep; `os`: the system calls on one file.
+
+mod dir;
+mod fork;
+mod fstype;
+pub(crate) mod future;
+mod name;
+mod os;
+mod slot;
+mod watch;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+
+pub use dir::{default_dir, DIR_ENV};
+pub use fstype::ALLOW_NETWORK_FS_ENV;
+
+use crate::deadline::Deadline;
+use crate::error::{Error, Location};
+use crate::lost::OnLost;
+use crate::notice::{self, Notice};
+use crate::once::OnceArc;
+use crate::request::{Announce, Request, Share};
+use crate::trace;
+use dir::Place;
+use fork::LockFile;
+use os::Stamped;
+use slot::{Admission, Proxied, Slot};
+use watch::Verdict;
+
+/// Whether the lock file is removed when the lock is released (`Lock::cleanup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cleanup {
+    Keep,
+    Remove,
+}
+
+/// A file lock as asked for: the request, and where its file is.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) request: Request,
+    dir: PathBuf,
+    kind: dir::Kind,
+    path: Arc<PathBuf>,
+    pub(crate) cleanup: Cleanup,
+    /// This process's state for the lock file, shared by every `Lock` of the same path (in the
+    /// process that made it; a forked child looks its own up).
+    slot: OnceArc<Slot>,
+    /// The lock file's path with the directory canonicalized, so that `/var/lock/x` and
+    /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
+    /// check (the call chain).
+    key: OnceArc<Location>,
+}
+
+/// What events show as the lock's place: its path.
+impl fmt::Display for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Got(Hold),
+    Busy,
+    /// The file we locked is no longer the one at the path: open again.
+    Stale,
+    /// Admitted in this process, but another process holds the kernel lock; we keep the
+    /// admission so that a proxy can wait in the kernel for us.
+    Admitted(Arc<LockFile>, u32),
+}
+
+/// What an attempt does when another process holds the kernel lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfTaken {
+    /// Give the admission back: `Attempt::Busy`.
+    GiveUp,
+    /// Keep it for a proxy to wait with: `Attempt::Admitted`.
+    KeepAdmission,
+}
+
+impl Spec {
+    /// The file lock `request` asks for, in `dir` (made absolute now), else `LOCKMACRO_DIR`,
+    /// else the default directory.
+    pub(crate) fn new(request: Request, dir: Option<PathBuf>) -> Spec {
+        let (dir, kind) = dir::resolve(dir);
+        let path = Arc::new(dir.join(name::file_name(&request.name)));
+        Spec {
+            request,
+            dir,
+            kind,
+            path,
+            cleanup: Cleanup::Keep,
+            slot: OnceArc::new(),
+            key: OnceArc::new(),
+        }
+    }
+
+    /// The same lock in another directory.
+    pub(crate) fn in_dir(&self, dir: PathBuf) -> Spec {
+        let mut spec = Spec::new(self.request.clone(), Some(dir));
+        spec.cleanup = self.cleanup;
+        spec
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
+    pub(crate) fn chain_key(&self) -> Arc<Location> {
+        if let Some(key) = self.key.get() {
+            return key;
+        }
+        let Ok(dir) = std::fs::canonicalize(&self.dir) else {
+            // No directory yet, so nothing can hold a lock in it yet; try again next time.
+            return Arc::new(Location::File(self.path.to_path_buf()));
+        };
+        let name = self.path.file_name().unwrap_or_default();
+        self.key
+            .get_or_init(|| Arc::new(Location::File(dir.join(name))))
+    }
+
+    fn about(&self) -> trace::About<'_> {
+        trace::About {
+            name: &self.request.name,
+            at: self,
+            share: self.request.share,
+        }
+    }
+
+    fn io_error(&self, action: &'static str, source: io::Error) -> Error {
+        Error::io(&self.request.name, &self.path, action, source)
+    }
+
+    fn exit_on_lost(&self) -> bool {
+        self.request.on_lost == OnLost::Exit
+    }
+
+    /// The PID of a process holding the lock now (see `Lock::holder`).
+    pub(crate) fn holder(&self) -> Result<Option<u32>, Error> {
+        let Some(f) =
+            fork::open_existing(&self.path).map_err(|e| self.io_error("open lock file", e))?
+        else {
+            return Ok(None);
+        };
+        if let Some(pids) = os::kernel_holders(&f) {
+            return Ok(if pids.is_empty() {
+                None
+            } else {
+                os::holder_pid(&f)
+            });
+        }
+        // A shared probe: taken (and released on close) only if nobody holds it exclusively.
+        let free =
+            os::try_lock(&f, Share::Shared).map_err(|e| self.io_error("probe lock file", e))?;
+        Ok(if free { None } else { os::read_pid(&f) })
+    }
+
+    /// This process's slot for the lock file (see `slot`).
+    fn slot(&self) -> Arc<Slot> {
+        let pid = crate::pid::current();
+        let slot = self.slot.get_or_init(|| self.find_slot(pid));
+        if slot.pid == pid {
+            slot
+        } else {
+            self.find_slot(pid) // a forked child: the cached slot is the parent's
+        }
+    }
+
+    fn find_slot(&self, pid: u32) -> Arc<Slot> {
+        let place = || Place {
+            name: self.request.name.clone(),
+            dir: self.dir.clone(),
+            kind: self.kind,
+            path: self.path.to_path_buf(),
+        };
+        Slot::for_place(place, &self.path, pid)
+    }
+
+    /// The synchronous acquisition (the nested-call check is the caller's).
+    pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
+        let since = trace::Since::now();
+        let result = self.acquire_loop(deadline);
+        if result.is_ok() {
+            trace::acquired(self.about(), since);
+        }
+        result
+    }
+
+    /// The first time an acquisition finds the lock taken: the `contended` event.
+    fn contended(&self) {
+        if trace::wants_contended() {
+            trace::contended(self.about(), self.holder_info().pid);
+        }
+    }
+
+    /// The `contended` event, and the waiting notice if asked for (cancelled when dropped).
+    fn contended_waiting(self: &Arc<Self>) -> Option<Notice> {
+        self.contended();
+        if self.request.announce != Announce::LongWaits {
+            return None;
+        }
+        let spec = Arc::clone(self);
+        Some(Notice::arm(
+            &self.request.name,
+            Location::File(self.path.to_path_buf()),
+            move || spec.notice_holder(),
+        ))
+    }
+
+    /// Who holds the lock, for the waiting notice.
+    fn notice_holder(&self) -> notice::Holder {
+        let holder = self.holder_info();
+        // `cleanup` is not safe with a locker that does not re-check the file (see
+        // `Lock::cleanup`): one that did not record its PID is most likely such a locker.
+        let warning = if self.cleanup == Cleanup::Remove && holder.foreign {
+            "; the holder did not record its PID, so it is probably not lockmacro (flock(1), a \
+             script): `cleanup` is not safe with such lockers, keep the lock file instead"
+        } else {
+            ""
+        };
+        notice::Holder {
+            pid: holder.pid,
+            warning,
+        }
+    }
+
+    fn acquire_loop(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
+        // Held for the whole acquisition, and by the hold after it (in a forked child nothing
+        // else keeps the child's own slot alive).
+        let slot = &self.slot();
+        let mut stale = 0u32;
+        let mut contended = false;
+        // Armed for the whole wait, however many rounds it takes; cancelled on return.
+        let mut _notice = None;
+        let announce = self.request.announce == Announce::LongWaits;
+        if deadline == Deadline::Never && (announce || trace::wants_contended()) {
+            // A blocking wait contends inside the kernel call, out of sight: look first.
+            match self.attempt(slot, Deadline::Now, IfTaken::GiveUp)? {
+                Attempt::Got(hold) => return Ok(hold),
+                Attempt::Busy => {
+                    contended = true;
+                    _notice = self.contended_waiting();
+                }
+                _ => {}
+            }
+        }
+        let if_taken = match deadline {
+            Deadline::At { .. } => IfTaken::KeepAdmission,
+            Deadline::Now | Deadline::Never => IfTaken::GiveUp,
+        };
+        loop {
+            match self.attempt(slot, deadline, if_taken)? {
+                Attempt::Got(hold) => return Ok(hold),
+                // A blocking or timed wait goes round until it succeeds or its deadline passes;
+                // only a plain try bounds how often the file may be replaced under it.
+                Attempt::Stale => match deadline {
+                    Deadline::Now => stale = self.count_stale(stale)?,
+                    Deadline::At { timeout, .. } if deadline.passed() => {
+                        return Err(self.timeout_error(timeout))
+                    }
+                    _ => {}
+                },
+                Attempt::Admitted(f, pid) => {
+                    if !std::mem::replace(&mut contended, true) {
+                        _notice = self.contended_waiting();
+                    }
+                    let Deadline::At { at, timeout } = deadline else {
+                        // Only timed waits keep the admission; never leave it taken.
+                        slot.released();
+                        return Err(self.held_error());
+                    };
+                    let outcome = match slot.start_proxy(f.clone(), self.request.share) {
+                        Ok(()) => slot.wait_proxy(at),
+                        Err(e) => Proxied::Done(Err(e)),
+                    };
+                    match self.proxied(slot, outcome, &f, pid)? {
+                        Some(Attempt::Got(hold)) => return Ok(hold),
+                        Some(_) => {} // stale: go round
+                        None => return Err(self.timeout_error(timeout)),
+                    }
+                }
+                Attempt::Busy => {
+                    if !contended {
+                        self.contended();
+                    }
+                    return Err(match deadline {
+                        // Busy without admission: another thread of this process held on past
+                        // the deadline.
+                        Deadline::At { timeout, .. } => self.timeout_error(timeout),
+                        _ => self.held_error(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Finishes a proxied wait: `Some(Got | Stale)` once the proxy is done, `None` if the
+    /// waiter gave up and the proxy keeps the admission.
+    fn proxied(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        outcome: Proxied,
+        f: &LockFile,
+        pid: u32,
+    ) -> Result<Option<Attempt>, Error> {
+        match outcome {
+            Proxied::Pending => Ok(None),
+            Proxied::Done(Ok(())) => {
+                let attempt = self.finish(slot, f, pid, slot.memo());
+                if !matches!(attempt, Ok(Attempt::Got(_))) {
+                    slot.released();
+                }
+                attempt.map(Some)
+            }
+            Proxied::Done(Err(e)) => {
+                slot.released();
+                Err(self.io_error("lock", e))
+            }
+        }
+    }
+
+    /// Bounds how often a plain try may find the file replaced under it (files churned by
+    /// `cleanup` holders): after that many, the lock is plainly busy.
+    fn count_stale(&self, stale: u32) -> Result<u32, Error> {
+        if stale >= 1000 {
+            return Err(self.held_error());
+        }
+        Ok(stale + 1)
+    }
+
+    /// One attempt: be admitted among this process's threads, then take the kernel lock on the
+    /// (cached) descriptor, check the file is still the one at the path, record our PID. Only
+    /// `Deadline::Never` blocks in the kernel.
+    fn attempt(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        deadline: Deadline,
+        if_taken: IfTaken,
+    ) -> Result<Attempt, Error> {
+        let pid = slot.pid;
+        match slot.admit(self.request.share, deadline) {
+            Admission::Busy => return Ok(Attempt::Busy),
+            Admission::Joined => {
+                slot.joined(self.exit_on_lost());
+                return Ok(Attempt::Got(Hold::new(self, slot, pid)));
+            }
+            Admission::First => {}
+        }
+        let outcome = self.take_kernel_lock(slot, deadline, pid, if_taken);
+        if !matches!(outcome, Ok(Attempt::Got(_) | Attempt::Admitted(..))) {
+            slot.released();
+        }
+        outcome
+    }
+
+    fn take_kernel_lock(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        deadline: Deadline,
+        pid: u32,
+        if_taken: IfTaken,
+    ) -> Result<Attempt, Error> {
+        let share = self.request.share;
+        let block = deadline == Deadline::Never;
+        let slot::Descriptor {
+            file: f,
+            memo,
+            fresh,
+        } = slot.file(|| self.open())?;
+        let lock_error = |e| self.io_error("lock", e);
+        if block && fresh && share == Share::Exclusive {
+            // Just opened by path, so live: wait in one call (`finish` checks the file). (A
+            // shared request tries first, see `Slot::admit`.)
+            os::lock_blocking(&f, share).map_err(lock_error)?;
+            return self.finish(slot, &f, pid, memo);
+        }
+        if os::try_lock(&f, share).map_err(lock_error)? {
+            return self.finish(slot, &f, pid, memo);
+        }
+        // Taken. Before waiting on this descriptor, make sure it is still a live file: a cached
+        // descriptor of a deleted file could be held by someone forever. (Exclusion does not
+        // rest on this: `finish` checks the file's identity once the lock is ours.) A blocking
+        // wait checks the link count only, the costly path lookup is for the slower modes.
+        let check_error = |e| self.io_error("check lock file", e);
+        let live = if block {
+            os::linked(&f).map_err(check_error)?
+        } else {
+            os::still_named(&f, &self.path).map_err(check_error)?
+        };
+        if !live {
+            slot.discard_file();
+            return Ok(Attempt::Stale);
+        }
+        if block {
+            slot.blocking();
+            os::lock_blocking(&f, share).map_err(lock_error)?;
+            return self.finish(slot, &f, pid, memo);
+        }
+        Ok(match if_taken {
+            IfTaken::KeepAdmission => Attempt::Admitted(f, pid),
+            IfTaken::GiveUp => Attempt::Busy,
+        })
+    }
+
+    /// With the kernel lock held: check the file is still the one at the path, record our PID.
+    /// `memo` is the slot's memo of `f` (see `os::Memo`).
+    fn finish(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        f: &LockFile,
+        pid: u32,
+        memo: Option<os::Memo>,
+    ) -> Result<Attempt, Error> {
+        let check = if crate::hooks::broken("no-identity-check") {
+            os::Identity::Trust
+        } else {
+            os::Identity::Check
+        };
+        if !memo.is_some_and(|memo| memo.may_vouch()) {
+            // A full lookup follows: only what the watch sees from now on concerns this hold.
+            watch::hold_begins(&**slot);
+        }
+        let outcome = os::stamp(f, &self.path, check, pid, memo);
+        if !matches!(outcome, Ok(Stamped::Held(_))) {
+            // Not ours to keep: unlock now rather than when the last reference closes it.
+            os::unlock(f);
+            slot.discard_file();
+        }
+        match outcome {
+            Ok(Stamped::Held(now)) => {
+                if now != memo {
+                    slot.remember(now);
+                }
+                slot.locked(self.request.share, self.exit_on_lost());
+                Ok(Attempt::Got(Hold::new(self, slot, pid)))
+            }
+            Ok(Stamped::Stale) => Ok(Attempt::Stale),
+            Ok(Stamped::Untrusted(reason)) => Err(Error::UnsafeFile {
+                name: self.request.name.clone(),
+                path: self.path.to_path_buf(),
+                reason,
+            }),
+            Err(e) => Err(self.io_error("check and stamp lock file", e)),
+        }
+    }
+
+    /// Opens the lock file by name in its checked directory (see `dir`).
+    fn open(&self) -> Result<slot::Opened, Error> {
+        let dir = dir::open(&self.request.name, &self.dir, self.kind)?;
+        #[cfg(unix)]
+        let opened = {
+            let name = self.path.file_name().unwrap_or_default();
+            LockFile::open_with(|| os::open_at(&dir.fd, name, dir.file_mode))
+        };
+        #[cfg(not(unix))]
+        let opened = LockFile::open_with(|| os::open(&self.path));
+        let file = opened.map_err(|e| self.io_error("open lock file", e))?;
+        Ok(slot::Opened {
+            file,
+            memos: dir.memos,
+        })
+    }
+
+    /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.
+    fn holder_info(&self) -> os::Holder {
+        let f = match self.slot().cached_file() {
+            Some(f) => f,
+            None => match fork::open_existing(&self.path) {
+                Ok(Some(f)) => Arc::new(f),
+                _ => return os::Holder::default(),
+            },
+        };
+        os::holder(&f)
+    }
+
+    fn held_error(&self) -> Error {
+        Error::Held {
+            name: self.request.name.clone(),
+            at: Location::File(self.path.to_path_buf()),
+            pid: self.holder_info().pid,
+        }
+    }
+
+    fn timeout_error(&self, timeout: Duration) -> Error {
+        let holder = self.holder_info();
+        trace::timed_out(self.about(), timeout, holder.pid);
+        Error::Timeout {
+            name: self.request.name.clone(),
+            at: Location::File(self.path.to_path_buf()),
+            timeout,
+            pid: holder.pid,
+        }
+    }
+}
+
+/// A held file lock; dropping it releases the lock (in the process that took it only).
+#[derive(Debug)]
+pub(crate) struct Hold {
+    spec: Arc<Spec>,
+    /// This process's state of the lock file, which the hold keeps alive.
+    slot: Arc<Slot>,
+    /// The process that acquired the lock; only it may release (or unlink) anything.
+    pid: u32,
+    released: bool,
+}
+
+impl Hold {
+    fn new(spec: &Arc<Spec>, slot: &Arc<Slot>, pid: u32) -> Hold {
+        Hold {
+            spec: Arc::clone(spec),
+            slot: Arc::clone(slot),
+            pid,
+            released: false,
+        }
+    }
+
+    /// Still to be released by this process.
+    pub(crate) fn is_live(&self) -> bool {
+        !self.released && crate::pid::current() == self.pid
+    }
+
+    /// Why the lock is not held by this hold now, looking again (see `LockGuard::check`).
+    pub(crate) fn lost_reason(&self) -> Option<String> {
+        if crate::pid::current() != self.pid {
+            return Some(format!(
+                "this guard was inherited through fork: the lock belongs to process {}",
+                self.pid
+            ));
+        }
+        if self.released {
+            return None;
+        }
+        match watch::check(&self.slot.watched()) {
+            Verdict::Fine => None,
+            Verdict::Lost { reason, exit: true } => watch::exit_lost(&*self.slot, reason),
+            Verdict::Lost { reason, .. } => Some(reason),
+        }
+    }
+
+    /// The reason if the lock is lost, else registers `waker` to be woken when it is.
+    pub(crate) fn poll_lost(&self, waker: &Waker) -> Option<String> {
+        if crate::pid::current() != self.pid {
+            return None; // the parent's lock: nothing to watch here
+        }
+        self.slot.watch_lost(waker)
+    }
+
+    /// Releases the lock (once, and only in the process that took it).
+    pub(crate) fn release(&mut self) -> Result<(), Error> {
+        if !self.is_live() {
+            return Ok(());
+        }
+        self.released = true;
+        let slot = Arc::clone(&self.slot);
+        if !slot.leave() {
+            return Ok(()); // other shared holders of this process keep the kernel lock
+        }
+        let result = match slot.held_file() {
+            Some((f, seen)) => self.release_kernel_lock(&slot, f, seen),
+            None => Ok(()),
+        };
+        slot.released();
+        result
+    }
+
+    /// `seen`: the file as its acquisition saw it, if known.
+    fn release_kernel_lock(
+        &self,
+        slot: &Slot,
+        f: Arc<LockFile>,
+        seen: Option<os::Seen>,
+    ) -> Result<(), Error> {
+        let spec = &*self.spec;
+        let cleanup = spec.cleanup == Cleanup::Remove;
+        if cleanup && crate::hooks::broken("unlock-before-unlink") {
+            slot.discard_file();
+            drop(f);
+            let _ = std::fs::remove_file(spec.path.as_path());
+            return Ok(());
+        }
+        if trace::wants_lost() && !os::still_named(&f, &spec.path).unwrap_or(true) {
+            trace::lost(
+                spec.about(),
+                "the lock file was removed or replaced while held",
+            );
+        }
+        if cleanup {
+            let result = unlink_if_last(&f, seen, spec.request.share, &spec.path);
+            // Unlocked explicitly, after the unlink: closing would not release it if another
+            // process still had the open file (see `fork`).
+            os::unlock(&f);
+            slot.discard_file();
+            drop(f);
+            return result.map_err(|e| spec.io_error("remove lock file", e));
+        }
+        if !os::unlock(&f) {
+            slot.discard_file(); // closing releases it instead
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+/// Removes the lock file while we still hold its lock, so no one can lock the old inode and
+/// believe they hold the lock at the path. A shared holder removes it only if it can convert to
+/// exclusive without waiting, that is when it is the last holder; if two leave at the same
+/// instant, neither may, and the file stays behind, which is harmless.
+fn unlink_if_last(
+    f: &LockFile,
+    seen: Option<os::Seen>,
+    share: Share,
+    path: &Path,
+) -> io::Result<()> {
+    if share == Share::Shared && !os::try_lock(f, Share::Exclusive)? {
+        return Ok(()); // others still hold it shared
+    }
+    // Somebody outside the protocol may have replaced the file; never remove theirs. (Which
+    // file is ours, its device and inode, was seen when we acquired it.)
+    let ours = match seen {
+        Some(seen) => seen.named_by(path)?,
+        None => os::still_named(f, path)?,
+    };
+    if ours {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
