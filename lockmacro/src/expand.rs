@@ -2,9 +2,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
+use syn::{AttrStyle, ItemFn, ReturnType, Type};
 
-use crate::args::{self, Args, Policy};
+use crate::args::{self, Args, BackendKind, OnConflict as Policy, OnLost};
 use crate::item::{self, FnInfo};
 
 /// Input: the attribute's arguments and the annotated item.
@@ -46,19 +46,39 @@ struct Plan {
 
 impl Plan {
     fn new(args: Args, info: &FnInfo) -> syn::Result<Plan> {
-        let krate = args
-            .krate
+        if let Some(arg) = args
+            .name
             .as_ref()
-            .map_or_else(|| quote!(::lockmacro_runtime), |p| p.to_token_stream());
+            .filter(|arg| arg.value.value().is_empty())
+        {
+            return Err(syn::Error::new(arg.span, "the lock name must not be empty"));
+        }
+        if let Some(arg) = args.dir.as_ref().filter(|arg| arg.value.value().is_empty()) {
+            return Err(syn::Error::new(
+                arg.span,
+                "the lock directory must not be empty",
+            ));
+        }
+        if let (Some(_), Some(timeout)) = (&args.wait, &args.timeout) {
+            return Err(syn::Error::new(
+                timeout.key,
+                "`wait` and `timeout` cannot be combined: `wait` waits forever, `timeout` bounds \
+                 the wait; keep one",
+            ));
+        }
+        let krate = args.krate.as_ref().map_or_else(
+            || quote!(::lockmacro_runtime),
+            |p| p.value.to_token_stream(),
+        );
         let policy = match &args.on_conflict {
-            Some((lit, Policy::Error)) if !info.may_return_result => {
+            Some(arg) if arg.value == Policy::Error && !info.may_return_result => {
                 return Err(syn::Error::new(
-                    lit.span(),
+                    arg.span,
                     "`on_conflict = \"error\"` needs a function that returns `Result`, so the \
                      error can be returned; use \"exit\" or \"panic\" here",
                 ))
             }
-            Some((_, policy)) => *policy,
+            Some(arg) => arg.value,
             None if info.is_main => Policy::Exit,
             None if info.returns_result => Policy::Error,
             None if args.wait.is_some() => Policy::Panic,
@@ -78,17 +98,17 @@ impl Plan {
                 ));
             }
         };
-        if let Some((span, _)) = args.exit_code {
+        if let Some(code) = &args.exit_code {
             if policy != Policy::Exit {
                 return Err(syn::Error::new(
-                    span,
+                    code.key,
                     "`exit_code` only applies with `on_conflict = \"exit\"` (the default for \
                      `main`)",
                 ));
             }
         }
         let name = match &args.name {
-            Some(lit) => lit.to_token_stream(),
+            Some(arg) => arg.value.to_token_stream(),
             None => quote!(::core::concat!(
                 ::core::env!("CARGO_CRATE_NAME"),
                 ":",
@@ -97,6 +117,7 @@ impl Plan {
         };
         let mut builder = TokenStream::new();
         if let Some(dir) = &args.dir {
+            let dir = &dir.value;
             builder.extend(quote!(.dir(#dir)));
         }
         if args.cleanup.is_some() {
@@ -108,7 +129,7 @@ impl Plan {
         let backend = backend(&args, info, &krate)?;
         builder.extend(backend.builder);
         let waits = args.wait.is_some() || args.timeout.is_some();
-        match args.notice {
+        match args.notice.as_ref().map(|arg| (arg.key, arg.value)) {
             Some((span, true)) if !waits => {
                 return Err(syn::Error::new(
                     span,
@@ -119,9 +140,9 @@ impl Plan {
             None if info.is_main && waits => builder.extend(quote!(.wait_notice(true))),
             _ => {}
         }
-        let mode = match (args.wait, args.timeout) {
+        let mode = match (&args.wait, args.timeout.as_ref().map(|arg| arg.value)) {
             (Some(_), _) => quote!(#krate::__private::Deadline::Never),
-            (None, Some((_, ms))) => quote!(
+            (None, Some(ms)) => quote!(
                 #krate::__private::Deadline::after(::core::time::Duration::from_millis(#ms))
             ),
             (None, None) => quote!(#krate::__private::Deadline::Now),
@@ -132,7 +153,7 @@ impl Plan {
             builder,
             mode,
             policy,
-            exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
+            exit_code: args.exit_code.map_or(1, |arg| i32::from(arg.value)),
             cancel_on_lost: backend.cancel_on_lost,
             postgres: backend.postgres,
             ret_span: info.ret_span,
@@ -175,14 +196,14 @@ fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backe
         cancel_on_lost: false,
     };
     backend.cancel_on_lost = match &args.on_lost {
-        Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
+        Some(arg) if arg.value == OnLost::Cancel && !(info.is_async && info.may_return_result) => {
             return Err(syn::Error::new(
-                lit.span(),
+                arg.span,
                 "`on_lost = \"cancel\"` needs an `async fn` that returns `Result`: the body's \
                  future is dropped and the function returns the `Error::Lost`",
             ))
         }
-        Some((_, _, true)) => {
+        Some(arg) if arg.value == OnLost::Cancel => {
             backend
                 .builder
                 .extend(quote!(.on_lost(#krate::OnLost::Report)));
@@ -190,10 +211,10 @@ fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backe
         }
         _ => false,
     };
-    let Some(_) = args.postgres else {
+    if !matches!(&args.backend, Some(arg) if arg.value == BackendKind::Postgres) {
         let only_pg = [
-            ("key", args.key.map(|k| k.0)),
-            ("lease", args.lease.map(|l| l.0)),
+            ("key", args.key.as_ref().map(|k| k.key)),
+            ("lease", args.lease.as_ref().map(|l| l.key)),
         ];
         if let Some((what, Some(span))) = only_pg.into_iter().find(|(_, s)| s.is_some()) {
             return Err(syn::Error::new(
@@ -202,10 +223,10 @@ fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backe
             ));
         }
         return Ok(backend);
-    };
+    }
     let file_only = [
-        ("dir", args.dir.as_ref().map(LitStr::span)),
-        ("cleanup", args.cleanup),
+        ("dir", args.dir.as_ref().map(|d| d.span)),
+        ("cleanup", args.cleanup.as_ref().map(|c| c.key)),
     ];
     if let Some((what, Some(span))) = file_only.into_iter().find(|(_, s)| s.is_some()) {
         return Err(syn::Error::new(
@@ -215,10 +236,10 @@ fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backe
     }
     backend.postgres = true;
     backend.builder.extend(quote!(.postgres_from_env()));
-    if let Some((_, key)) = args.key {
+    if let Some(key) = args.key.as_ref().map(|arg| arg.value) {
         backend.builder.extend(quote!(.postgres_key(#key)));
     }
-    if let Some((_, ms)) = args.lease {
+    if let Some(ms) = args.lease.as_ref().map(|arg| arg.value.max(1)) {
         backend
             .builder
             .extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
