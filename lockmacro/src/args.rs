@@ -3,7 +3,7 @@
 //!
 //! Only what a value *is* gets decided here: a string, an integer of the key's type, one of the
 //! key's words, a duration, a path, a bare flag; and that no key is given twice. What the values
-//! mean together and for the annotated function is decided by the expansion.
+//! mean together and for the annotated function is `check`'s business.
 
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
@@ -307,7 +307,7 @@ fn path(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<syn::Path>
 }
 
 /// "250ms", "30s", "5m", "1h" to milliseconds; `None` if malformed or out of range.
-pub(crate) fn duration_millis(text: &str) -> Option<u64> {
+fn duration_millis(text: &str) -> Option<u64> {
     let digits = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(digits);
     let number: u64 = number.parse().ok()?;
