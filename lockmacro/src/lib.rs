@@ -117,7 +117,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// ```ignore
 /// fn migrate() -> Result<(), MyError> {
 ///     static SITE: Site = Site::new(|| Lock::new("migrate")); // built once per process
-///     let _scope = match enter(&SITE, Mode::Timeout(Duration::from_millis(5000))) {
+///     let _scope = match enter(&SITE, Deadline::after(Duration::from_millis(5000))) {
 ///         Ok(scope) => scope,                     // guard + "this call chain holds it"
 ///         Err(err) => return Err(From::from(err)),
 ///     };
