@@ -1,52 +1,86 @@
-//! Parsing and checking the attribute's arguments.
+//! Step 1 of 3, syntax: the attribute's tokens to [`Args`], each key's value as written, with
+//! where its key and its value were written.
+//!
+//! Only what a value *is* gets decided here: a string, an integer of the key's type, one of the
+//! key's words, a duration, a path, a bare flag; and that no key is given twice. What the values
+//! mean together and for the annotated function is `check`'s business.
 
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
-use syn::{Lit, LitInt, LitStr};
+use syn::{Lit, LitStr};
 
 const KEYS: &str = "`name`, `wait`, `timeout`, `dir`, `cleanup`, `shared`, `on_conflict`, \
                     `exit_code`, `notice`, `backend`, `key`, `lease`, `on_lost`, `crate`";
 
-/// What happens when the lock is not obtained.
+/// One argument as written.
+pub(crate) struct Arg<T> {
+    pub(crate) value: T,
+    /// The key, like `timeout` in `timeout = "5s"`.
+    pub(crate) key: Span,
+    /// The value, like `"5s"`; the key again for a bare flag.
+    pub(crate) span: Span,
+}
+
+impl<T> Arg<T> {
+    /// Another value written at the same place.
+    fn with<U>(&self, value: U) -> Arg<U> {
+        Arg {
+            value,
+            key: self.key,
+            span: self.span,
+        }
+    }
+}
+
+/// The words of `on_conflict = "..."`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Policy {
+pub(crate) enum OnConflict {
     Error,
     Exit,
     Panic,
 }
 
-/// The arguments as written, each with the span of its key for error reporting.
+/// The words of `backend = "..."`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackendKind {
+    File,
+    Postgres,
+}
+
+/// The words of `on_lost = "..."`: what a holder does when the lock is lost while held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnLost {
+    /// Exit the process (the runtime's default).
+    Exit,
+    /// Drop the async body and return `Err(Error::Lost)` (the runtime's `OnLost::Report`).
+    Cancel,
+}
+
+/// The arguments as written; `None` for a key not given.
 #[derive(Default)]
 pub(crate) struct Args {
-    pub(crate) name: Option<LitStr>,
-    pub(crate) wait: Option<Span>,
-    pub(crate) timeout: Option<(Span, u64)>,
-    pub(crate) dir: Option<LitStr>,
-    pub(crate) cleanup: Option<Span>,
-    pub(crate) shared: Option<Span>,
-    pub(crate) on_conflict: Option<(LitStr, Policy)>,
-    pub(crate) exit_code: Option<(Span, u8)>,
-    pub(crate) notice: Option<(Span, bool)>,
-    /// `backend = "postgres"` (`"file"` is the default and leaves this `None`).
-    pub(crate) postgres: Option<Span>,
-    pub(crate) key: Option<(Span, i64)>,
-    pub(crate) lease: Option<(Span, u64)>,
-    /// `on_lost = "cancel"` (true) or `"exit"`, with the span of the key.
-    pub(crate) on_lost: Option<(Span, LitStr, bool)>,
-    pub(crate) krate: Option<syn::Path>,
+    pub(crate) name: Option<Arg<LitStr>>,
+    pub(crate) wait: Option<Arg<()>>,
+    /// In milliseconds.
+    pub(crate) timeout: Option<Arg<u64>>,
+    pub(crate) dir: Option<Arg<LitStr>>,
+    pub(crate) cleanup: Option<Arg<()>>,
+    pub(crate) shared: Option<Arg<()>>,
+    pub(crate) on_conflict: Option<Arg<OnConflict>>,
+    pub(crate) exit_code: Option<Arg<u8>>,
+    pub(crate) notice: Option<Arg<bool>>,
+    pub(crate) backend: Option<Arg<BackendKind>>,
+    pub(crate) key: Option<Arg<i64>>,
+    /// In milliseconds.
+    pub(crate) lease: Option<Arg<u64>>,
+    pub(crate) on_lost: Option<Arg<OnLost>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Args> {
     let mut args = Args::default();
     let parser = syn::meta::parser(|meta| args.parse_one(&meta));
     syn::parse::Parser::parse2(parser, tokens)?;
-    if let (Some(_), Some((span, _))) = (args.wait, args.timeout) {
-        return Err(syn::Error::new(
-            span,
-            "`wait` and `timeout` cannot be combined: `wait` waits forever, `timeout` bounds the \
-             wait; keep one",
-        ));
-    }
     Ok(args)
 }
 
@@ -57,136 +91,63 @@ impl Args {
             .get_ident()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let span = key_span(meta);
         match key.as_str() {
-            "name" => {
-                let lit = string(meta, "name = \"nightly-backup\"")?;
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "the lock name must not be empty",
-                    ));
-                }
-                set(meta, &mut self.name, lit)
-            }
+            "name" => set(
+                meta,
+                &mut self.name,
+                string(meta, "name = \"nightly-backup\"")?,
+            ),
             "wait" => set(meta, &mut self.wait, flag(meta)?),
+            "timeout" => set(
+                meta,
+                &mut self.timeout,
+                duration(meta, "timeout = \"250ms\"")?,
+            ),
+            "dir" => set(meta, &mut self.dir, string(meta, "dir = \"/run/lock\"")?),
             "cleanup" => set(meta, &mut self.cleanup, flag(meta)?),
             "shared" => set(meta, &mut self.shared, flag(meta)?),
-            "timeout" => {
-                let millis = duration(meta, "timeout = \"250ms\"")?;
-                set(meta, &mut self.timeout, (span, millis))
-            }
-            "lease" => {
-                let millis = duration(meta, "lease = \"10s\"")?;
-                set(meta, &mut self.lease, (span, millis.max(1)))
-            }
-            "backend" => {
-                let lit = string(meta, "backend = \"postgres\"")?;
-                match lit.value().as_str() {
-                    "postgres" => set(meta, &mut self.postgres, span),
-                    "file" => Ok(()),
-                    other => Err(syn::Error::new(
-                        lit.span(),
-                        format!("unknown backend \"{other}\": expected \"file\" or \"postgres\""),
-                    )),
-                }
-            }
-            "key" => {
-                let lit: LitInt = match meta.value()?.parse::<Lit>()? {
-                    Lit::Int(lit) => lit,
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            "expected an integer advisory-lock key, like `key = 42`",
-                        ))
-                    }
-                };
-                let key = lit.base10_parse::<i64>().map_err(|_| {
-                    syn::Error::new(
-                        lit.span(),
-                        "`key` must fit in an `i64` (a PostgreSQL bigint)",
-                    )
-                })?;
-                set(meta, &mut self.key, (span, key))
-            }
-            "on_lost" => {
-                let lit = string(meta, "on_lost = \"cancel\"")?;
-                let cancel = match lit.value().as_str() {
-                    "cancel" => true,
-                    "exit" => false,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!(
-                                "unknown `on_lost` policy \"{other}\": expected \"exit\" or \
-                                 \"cancel\""
-                            ),
-                        ))
-                    }
-                };
-                set(meta, &mut self.on_lost, (span, lit, cancel))
-            }
-            "dir" => {
-                let lit = string(meta, "dir = \"/run/lock\"")?;
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "the lock directory must not be empty",
-                    ));
-                }
-                set(meta, &mut self.dir, lit)
-            }
             "on_conflict" => {
-                let lit = string(meta, "on_conflict = \"exit\"")?;
-                let policy = match lit.value().as_str() {
-                    "error" => Policy::Error,
-                    "exit" => Policy::Exit,
-                    "panic" => Policy::Panic,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!(
-                                "unknown `on_conflict` policy \"{other}\": expected \"error\", \
-                                 \"exit\" or \"panic\""
-                            ),
-                        ))
-                    }
-                };
-                set(meta, &mut self.on_conflict, (lit, policy))
+                let words = [
+                    ("error", OnConflict::Error),
+                    ("exit", OnConflict::Exit),
+                    ("panic", OnConflict::Panic),
+                ];
+                let example = "on_conflict = \"exit\"";
+                let arg = choice(meta, example, "`on_conflict` policy", &words)?;
+                set(meta, &mut self.on_conflict, arg)
             }
             "exit_code" => {
-                let lit: LitInt = match meta.value()?.parse::<Lit>()? {
-                    Lit::Int(lit) => lit,
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            "expected an integer, like `exit_code = 3`",
-                        ))
-                    }
-                };
-                let code = lit.base10_parse::<u8>().map_err(|_| {
-                    syn::Error::new(lit.span(), "`exit_code` must be between 0 and 255")
-                })?;
-                set(meta, &mut self.exit_code, (span, code))
+                let expected = "an integer, like `exit_code = 3`";
+                let arg = integer(meta, expected, "`exit_code` must be between 0 and 255")?;
+                set(meta, &mut self.exit_code, arg)
             }
-            "notice" => {
-                let on = match meta.value()?.parse::<Lit>()? {
-                    Lit::Bool(lit) => lit.value,
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            "expected `true` or `false`, like `notice = false`",
-                        ))
-                    }
-                };
-                set(meta, &mut self.notice, (span, on))
+            "notice" => set(meta, &mut self.notice, boolean(meta, "notice = false")?),
+            "backend" => {
+                let words = [
+                    ("file", BackendKind::File),
+                    ("postgres", BackendKind::Postgres),
+                ];
+                let arg = choice(meta, "backend = \"postgres\"", "backend", &words)?;
+                set(meta, &mut self.backend, arg)
+            }
+            "key" => {
+                let expected = "an integer advisory-lock key, like `key = 42`";
+                let arg = integer(
+                    meta,
+                    expected,
+                    "`key` must fit in an `i64` (a PostgreSQL bigint)",
+                )?;
+                set(meta, &mut self.key, arg)
+            }
+            "lease" => set(meta, &mut self.lease, duration(meta, "lease = \"10s\"")?),
+            "on_lost" => {
+                let words = [("exit", OnLost::Exit), ("cancel", OnLost::Cancel)];
+                let arg = choice(meta, "on_lost = \"cancel\"", "`on_lost` policy", &words)?;
+                set(meta, &mut self.on_lost, arg)
             }
             "crate" => {
-                let lit = string(meta, "crate = \"my_reexport::lockmacro_runtime\"")?;
-                let path = lit.parse::<syn::Path>().map_err(|_| {
-                    syn::Error::new(lit.span(), "expected a path, like \"::lockmacro_runtime\"")
-                })?;
-                set(meta, &mut self.krate, path)
+                let arg = path(meta, "crate = \"my_reexport::lockmacro_runtime\"")?;
+                set(meta, &mut self.krate, arg)
             }
             _ => Err(meta.error(format!(
                 "unknown argument `{}`; expected one of {KEYS}",
@@ -220,10 +181,26 @@ fn set<T>(meta: &ParseNestedMeta<'_>, slot: &mut Option<T>, value: T) -> syn::Re
     Ok(())
 }
 
+/// The literal after `key =`, with the key's span.
+fn literal(meta: &ParseNestedMeta<'_>) -> syn::Result<Arg<Lit>> {
+    let key = key_span(meta);
+    let lit = meta.value()?.parse::<Lit>()?;
+    Ok(Arg {
+        key,
+        span: lit.span(),
+        value: lit,
+    })
+}
+
 /// A bare key like `wait`; `wait = true` or `wait(..)` is refused on the key.
-fn flag(meta: &ParseNestedMeta<'_>) -> syn::Result<Span> {
+fn flag(meta: &ParseNestedMeta<'_>) -> syn::Result<Arg<()>> {
     if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
-        Ok(key_span(meta))
+        let key = key_span(meta);
+        Ok(Arg {
+            value: (),
+            key,
+            span: key,
+        })
     } else {
         Err(meta.error(format!(
             "`{}` takes no value: write it alone, like `#[exclusive({0})]`",
@@ -233,30 +210,104 @@ fn flag(meta: &ParseNestedMeta<'_>) -> syn::Result<Span> {
 }
 
 /// `key = "string"`; any other literal is refused on the literal.
-fn string(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
-    match meta.value()?.parse::<Lit>()? {
-        Lit::Str(lit) => Ok(lit),
-        other => Err(syn::Error::new(
-            other.span(),
+fn string(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<LitStr>> {
+    let arg = literal(meta)?;
+    match &arg.value {
+        Lit::Str(lit) => Ok(arg.with(lit.clone())),
+        _ => Err(syn::Error::new(
+            arg.span,
             format!("expected a string literal, like `{example}`"),
         )),
     }
 }
 
+/// `key = 42` as a `T`: `expected` describes the literal, `out_of_range` the bounds of `T`.
+fn integer<T>(meta: &ParseNestedMeta<'_>, expected: &str, out_of_range: &str) -> syn::Result<Arg<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let arg = literal(meta)?;
+    let Lit::Int(lit) = &arg.value else {
+        return Err(syn::Error::new(arg.span, format!("expected {expected}")));
+    };
+    match lit.base10_parse::<T>() {
+        Ok(value) => Ok(arg.with(value)),
+        Err(_) => Err(syn::Error::new(arg.span, out_of_range)),
+    }
+}
+
+/// `key = true` or `key = false`.
+fn boolean(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<bool>> {
+    let arg = literal(meta)?;
+    match &arg.value {
+        Lit::Bool(lit) => Ok(arg.with(lit.value)),
+        _ => Err(syn::Error::new(
+            arg.span,
+            format!("expected `true` or `false`, like `{example}`"),
+        )),
+    }
+}
+
+/// `key = "word"` with one of `words`; another word is refused on the literal as an unknown
+/// `what`.
+fn choice<T: Copy>(
+    meta: &ParseNestedMeta<'_>,
+    example: &str,
+    what: &str,
+    words: &[(&str, T)],
+) -> syn::Result<Arg<T>> {
+    let arg = string(meta, example)?;
+    let text = arg.value.value();
+    match words.iter().find(|(word, _)| *word == text) {
+        Some(&(_, value)) => Ok(arg.with(value)),
+        None => Err(syn::Error::new(
+            arg.span,
+            format!("unknown {what} \"{text}\": expected {}", one_of(words)),
+        )),
+    }
+}
+
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn one_of<T>(words: &[(&str, T)]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|(word, _)| format!("\"{word}\""))
+        .collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// `key = "250ms"`, in milliseconds; a malformed duration is refused on the literal.
-fn duration(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<u64> {
-    let lit = string(meta, example)?;
-    duration_millis(&lit.value()).ok_or_else(|| {
-        syn::Error::new(
-            lit.span(),
+fn duration(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<u64>> {
+    let arg = string(meta, example)?;
+    match duration_millis(&arg.value.value()) {
+        Some(millis) => Ok(arg.with(millis)),
+        None => Err(syn::Error::new(
+            arg.span,
             "invalid duration: expected a whole number followed by `ms`, `s`, `m` or `h`, like \
              \"250ms\" or \"30s\"",
-        )
-    })
+        )),
+    }
+}
+
+/// `key = "a::b"` as a path, refused on the literal if it is not one.
+fn path(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<syn::Path>> {
+    let arg = string(meta, example)?;
+    match arg.value.parse::<syn::Path>() {
+        Ok(path) => Ok(arg.with(path)),
+        Err(_) => Err(syn::Error::new(
+            arg.span,
+            "expected a path, like \"::lockmacro_runtime\"",
+        )),
+    }
 }
 
 /// "250ms", "30s", "5m", "1h" to milliseconds; `None` if malformed or out of range.
-pub(crate) fn duration_millis(text: &str) -> Option<u64> {
+fn duration_millis(text: &str) -> Option<u64> {
     let digits = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(digits);
     let number: u64 = number.parse().ok()?;
@@ -297,6 +348,16 @@ mod tests {
     }
 
     #[test]
+    fn lists_words() {
+        assert_eq!(one_of(&[("a", ())]), "\"a\"");
+        assert_eq!(one_of(&[("a", ()), ("b", ())]), "\"a\" or \"b\"");
+        assert_eq!(
+            one_of(&[("a", ()), ("b", ()), ("c", ())]),
+            "\"a\", \"b\" or \"c\""
+        );
+    }
+
+    #[test]
     fn parses_every_key() {
         let args = parse(quote!(
             name = "n",
@@ -307,14 +368,25 @@ mod tests {
             on_conflict = "exit",
             exit_code = 3,
             notice = false,
+            backend = "postgres",
+            key = -7,
+            lease = "2s",
+            on_lost = "cancel",
             crate = "::x"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(args.name.map(|n| n.value()).as_deref(), Some("n"));
-        assert_eq!(args.timeout.map(|t| t.1), Some(1_000));
-        assert_eq!(args.exit_code.map(|c| c.1), Some(3));
-        assert_eq!(args.notice.map(|n| n.1), Some(false));
+        assert_eq!(args.name.map(|n| n.value.value()).as_deref(), Some("n"));
+        assert_eq!(args.timeout.map(|t| t.value), Some(1_000));
+        assert_eq!(args.dir.map(|d| d.value.value()).as_deref(), Some("/d"));
+        assert_eq!(args.on_conflict.map(|p| p.value), Some(OnConflict::Exit));
+        assert_eq!(args.exit_code.map(|c| c.value), Some(3));
+        assert_eq!(args.notice.map(|n| n.value), Some(false));
+        assert_eq!(args.backend.map(|b| b.value), Some(BackendKind::Postgres));
+        assert_eq!(args.key.map(|k| k.value), Some(-7));
+        assert_eq!(args.lease.map(|l| l.value), Some(2_000));
+        assert_eq!(args.on_lost.map(|l| l.value), Some(OnLost::Cancel));
         assert!(args.cleanup.is_some() && args.shared.is_some() && args.krate.is_some());
+        assert!(args.wait.is_none());
     }
 
     #[test]
@@ -322,14 +394,23 @@ mod tests {
         for (tokens, message) in [
             (quote!(nmae = "x"), "unknown argument `nmae`"),
             (quote!(name = "a", name = "b"), "duplicate `name`"),
+            (
+                quote!(backend = "file", backend = "file"),
+                "duplicate `backend`",
+            ),
             (quote!(name = 1), "expected a string literal"),
-            (quote!(name = ""), "must not be empty"),
             (quote!(timeout = "soon"), "invalid duration"),
-            (quote!(wait, timeout = "1s"), "cannot be combined"),
             (quote!(on_conflict = "retry"), "unknown `on_conflict`"),
+            (
+                quote!(backend = "redis"),
+                "expected \"file\" or \"postgres\"",
+            ),
             (quote!(exit_code = 256), "between 0 and 255"),
+            (quote!(exit_code = "3"), "expected an integer"),
+            (quote!(key = 9223372036854775808), "fit in an `i64`"),
             (quote!(wait = true), "takes no value"),
             (quote!(notice = "no"), "expected `true` or `false`"),
+            (quote!(crate = "a b"), "expected a path"),
         ] {
             let err = parse(tokens)
                 .err()

@@ -1,232 +1,17 @@
-//! Writing the output: the user's function with the lock taken at the top of its body.
+//! Step 3 of 3, code: the user's function with the lock taken at the top of its body, as the
+//! checked [`Config`] says. Nothing is refused here: every mistake was caught by `check`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::{AttrStyle, ItemFn, LitStr, ReturnType, Type};
+use syn::{AttrStyle, ItemFn, ReturnType, Type};
 
-use crate::args::{self, Args, Policy};
-use crate::item::{self, FnInfo};
+use crate::check::{Backend, Config, Lock, Name, OnLost, Policy, Wait};
+use crate::item::FnInfo;
 
-/// Input: the attribute's arguments and the annotated item.
-/// Output: the item with a lock acquisition inserted before its first statement (for `async fn`,
-/// the body runs inside a scope future that keeps the lock on the call chain during each poll),
-/// or, on any mistake, the untouched item plus the compile error.
-pub(crate) fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
-    let checked = item::parse(item.clone()).and_then(|(f, info)| {
-        let args = args::parse(args)?;
-        let plan = Plan::new(args, &info)?;
-        Ok(expand(f, &info, &plan))
-    });
-    match checked {
-        Ok(tokens) => tokens,
-        Err(err) => {
-            // Keep the user's function so IDEs and later code keep working.
-            let err = err.into_compile_error();
-            quote!(#item #err)
-        }
-    }
-}
-
-/// The checked arguments, with defaults applied.
-struct Plan {
-    krate: TokenStream,
-    name: TokenStream,
-    builder: TokenStream,
-    mode: TokenStream,
-    policy: Policy,
-    exit_code: i32,
-    /// `on_lost = "cancel"`: the async body is dropped when the lock is lost.
-    cancel_on_lost: bool,
-    /// `backend = "postgres"`: the lock is built through a runtime macro that checks the
-    /// runtime's feature.
-    postgres: bool,
-    /// Where a missing `From<Error>` for the user's error type is reported: the return type.
-    ret_span: Span,
-}
-
-impl Plan {
-    fn new(args: Args, info: &FnInfo) -> syn::Result<Plan> {
-        let krate = args
-            .krate
-            .as_ref()
-            .map_or_else(|| quote!(::lockmacro_runtime), |p| p.to_token_stream());
-        let policy = match &args.on_conflict {
-            Some((lit, Policy::Error)) if !info.may_return_result => {
-                return Err(syn::Error::new(
-                    lit.span(),
-                    "`on_conflict = \"error\"` needs a function that returns `Result`, so the \
-                     error can be returned; use \"exit\" or \"panic\" here",
-                ))
-            }
-            Some((_, policy)) => *policy,
-            None if info.is_main => Policy::Exit,
-            None if info.returns_result => Policy::Error,
-            None if args.wait.is_some() => Policy::Panic,
-            None => {
-                let options = if args.timeout.is_some() {
-                    "`on_conflict = \"exit\"` or `on_conflict = \"panic\"` for when the timeout \
-                     runs out"
-                } else {
-                    "`wait`, or `on_conflict = \"exit\"` or `on_conflict = \"panic\"`"
-                };
-                return Err(syn::Error::new(
-                    info.fn_span,
-                    format!(
-                        "`#[exclusive]` needs to know what to do when the lock is not obtained: \
-                         this function does not return `Result`, so add {options}"
-                    ),
-                ));
-            }
-        };
-        if let Some((span, _)) = args.exit_code {
-            if policy != Policy::Exit {
-                return Err(syn::Error::new(
-                    span,
-                    "`exit_code` only applies with `on_conflict = \"exit\"` (the default for \
-                     `main`)",
-                ));
-            }
-        }
-        let name = match &args.name {
-            Some(lit) => lit.to_token_stream(),
-            None => quote!(::core::concat!(
-                ::core::env!("CARGO_CRATE_NAME"),
-                ":",
-                ::core::file!()
-            )),
-        };
-        let mut builder = TokenStream::new();
-        if let Some(dir) = &args.dir {
-            builder.extend(quote!(.dir(#dir)));
-        }
-        if args.cleanup.is_some() {
-            builder.extend(quote!(.cleanup()));
-        }
-        if args.shared.is_some() {
-            builder.extend(quote!(.shared()));
-        }
-        let backend = backend(&args, info, &krate)?;
-        builder.extend(backend.builder);
-        let waits = args.wait.is_some() || args.timeout.is_some();
-        match args.notice {
-            Some((span, true)) if !waits => {
-                return Err(syn::Error::new(
-                    span,
-                    "`notice` announces long waits: add `wait` or `timeout`, or remove it",
-                ))
-            }
-            Some((_, true)) => builder.extend(quote!(.wait_notice(true))),
-            None if info.is_main && waits => builder.extend(quote!(.wait_notice(true))),
-            _ => {}
-        }
-        let mode = match (args.wait, args.timeout) {
-            (Some(_), _) => quote!(#krate::__private::Deadline::Never),
-            (None, Some((_, ms))) => quote!(
-                #krate::__private::Deadline::after(::core::time::Duration::from_millis(#ms))
-            ),
-            (None, None) => quote!(#krate::__private::Deadline::Now),
-        };
-        Ok(Plan {
-            krate,
-            name,
-            builder,
-            mode,
-            policy,
-            exit_code: args.exit_code.map_or(1, |(_, code)| i32::from(code)),
-            cancel_on_lost: backend.cancel_on_lost,
-            postgres: backend.postgres,
-            ret_span: info.ret_span,
-        })
-    }
-
-    /// What to do with the `Error` bound to `err` when the lock is not obtained.
-    fn on_failure(&self, err: &syn::Ident) -> TokenStream {
-        let krate = &self.krate;
-        match self.policy {
-            Policy::Error => {
-                // rustc reports a missing `From` on the argument: place it on the return type.
-                let arg = syn::Ident::new(
-                    &err.to_string(),
-                    Span::mixed_site().located_at(self.ret_span),
-                );
-                let from = quote_spanned!(self.ret_span=> ::core::convert::From::from);
-                quote!(return ::core::result::Result::Err(#from(#arg)))
-            }
-            Policy::Exit => {
-                let code = self.exit_code;
-                quote!(#krate::__private::exit(#err, #code))
-            }
-            Policy::Panic => quote!(#krate::__private::panic(#err)),
-        }
-    }
-}
-
-/// The builder calls and feature check for `backend = "postgres"` and its keys.
-struct Backend {
-    builder: TokenStream,
-    postgres: bool,
-    cancel_on_lost: bool,
-}
-
-fn backend(args: &Args, info: &FnInfo, krate: &TokenStream) -> syn::Result<Backend> {
-    let mut backend = Backend {
-        builder: TokenStream::new(),
-        postgres: false,
-        cancel_on_lost: false,
-    };
-    backend.cancel_on_lost = match &args.on_lost {
-        Some((_, lit, true)) if !(info.is_async && info.may_return_result) => {
-            return Err(syn::Error::new(
-                lit.span(),
-                "`on_lost = \"cancel\"` needs an `async fn` that returns `Result`: the body's \
-                 future is dropped and the function returns the `Error::Lost`",
-            ))
-        }
-        Some((_, _, true)) => {
-            backend
-                .builder
-                .extend(quote!(.on_lost(#krate::OnLost::Report)));
-            true
-        }
-        _ => false,
-    };
-    let Some(_) = args.postgres else {
-        let only_pg = [
-            ("key", args.key.map(|k| k.0)),
-            ("lease", args.lease.map(|l| l.0)),
-        ];
-        if let Some((what, Some(span))) = only_pg.into_iter().find(|(_, s)| s.is_some()) {
-            return Err(syn::Error::new(
-                span,
-                format!("`{what}` applies to `backend = \"postgres\"` locks only"),
-            ));
-        }
-        return Ok(backend);
-    };
-    let file_only = [
-        ("dir", args.dir.as_ref().map(LitStr::span)),
-        ("cleanup", args.cleanup),
-    ];
-    if let Some((what, Some(span))) = file_only.into_iter().find(|(_, s)| s.is_some()) {
-        return Err(syn::Error::new(
-            span,
-            format!("`{what}` applies to lock files, not to `backend = \"postgres\"`"),
-        ));
-    }
-    backend.postgres = true;
-    backend.builder.extend(quote!(.postgres_from_env()));
-    if let Some((_, key)) = args.key {
-        backend.builder.extend(quote!(.postgres_key(#key)));
-    }
-    if let Some((_, ms)) = args.lease {
-        backend
-            .builder
-            .extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
-    }
-    Ok(backend)
-}
-
-fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
+/// Input: the function and its checked configuration. Output: the function with a lock
+/// acquisition inserted before its first statement (for `async fn`, the body runs inside a scope
+/// future that keeps the lock on the call chain during each poll).
+pub(crate) fn expand(f: ItemFn, info: &FnInfo, config: &Config) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -244,29 +29,21 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
         .take_while(|s| matches!(s, syn::Stmt::Item(_)))
         .count();
     let (items, stmts) = block.stmts.split_at(leading);
-    let Plan {
-        krate,
-        name,
-        builder,
-        mode,
-        ..
-    } = plan;
+    let krate = &config.krate;
+    let deadline = deadline(krate, config.wait);
     let scope = syn::Ident::new("__lockmacro_scope", Span::mixed_site());
     let err = syn::Ident::new("__lockmacro_err", Span::mixed_site());
-    let on_failure = plan.on_failure(&err);
-    let mut make = quote!(#krate::Lock::new(#name) #builder);
-    if plan.postgres {
-        make = quote!(#krate::__lockmacro_postgres!(#make));
-    }
+    let on_failure = on_failure(config, info, &err);
+    let make = lock(krate, &config.lock);
     let site = quote! {
         static __LOCKMACRO_SITE: #krate::__private::Site =
             #krate::__private::Site::new(|| #make);
     };
     let body = if info.is_async {
         let hint = return_type_hint(&sig.output);
-        let (run, on_lost) = if plan.cancel_on_lost {
+        let (run, on_lost) = if config.lock.on_lost == OnLost::Cancel {
             let lost = syn::Ident::new("__lockmacro_lost", Span::mixed_site());
-            let from = quote_spanned!(plan.ret_span=> ::core::convert::From::from);
+            let from = quote_spanned!(info.ret_span=> ::core::convert::From::from);
             (
                 quote!(run_or_cancel),
                 quote!(, |#lost| ::core::result::Result::Err(#from(#lost))),
@@ -275,7 +52,7 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
             (quote!(run), TokenStream::new())
         };
         quote! {
-            match { #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #mode) }.await {
+            match { #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #deadline) }.await {
                 ::core::result::Result::Ok(#scope) => #scope,
                 ::core::result::Result::Err(#err) => #on_failure,
             }
@@ -287,7 +64,7 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
             #(#items)*
             let #scope = {
                 #site
-                match #krate::__private::enter(&__LOCKMACRO_SITE, #mode) {
+                match #krate::__private::enter(&__LOCKMACRO_SITE, #deadline) {
                     ::core::result::Result::Ok(#scope) => #scope,
                     ::core::result::Result::Err(#err) => #on_failure,
                 }
@@ -302,6 +79,83 @@ fn expand(f: ItemFn, info: &FnInfo, plan: &Plan) -> TokenStream {
         out.extend(body);
     });
     out
+}
+
+/// The runtime's `Lock`, built once per process in the function's `Site`.
+fn lock(krate: &syn::Path, lock: &Lock) -> TokenStream {
+    let name = match &lock.name {
+        Name::PerFile => quote!(::core::concat!(
+            ::core::env!("CARGO_CRATE_NAME"),
+            ":",
+            ::core::file!()
+        )),
+        Name::Literal(lit) => lit.to_token_stream(),
+    };
+    let mut builder = TokenStream::new();
+    if let Backend::File(file) = &lock.backend {
+        if let Some(dir) = &file.dir {
+            builder.extend(quote!(.dir(#dir)));
+        }
+        if file.cleanup {
+            builder.extend(quote!(.cleanup()));
+        }
+    }
+    if lock.shared {
+        builder.extend(quote!(.shared()));
+    }
+    if lock.on_lost == OnLost::Cancel {
+        builder.extend(quote!(.on_lost(#krate::OnLost::Report)));
+    }
+    if let Backend::Postgres(pg) = &lock.backend {
+        builder.extend(quote!(.postgres_from_env()));
+        if let Some(key) = pg.key {
+            builder.extend(quote!(.postgres_key(#key)));
+        }
+        if let Some(ms) = pg.lease_millis {
+            builder.extend(quote!(.lease(::core::time::Duration::from_millis(#ms))));
+        }
+    }
+    if lock.notice {
+        builder.extend(quote!(.wait_notice(true)));
+    }
+    let lock_new = quote!(#krate::Lock::new(#name) #builder);
+    match lock.backend {
+        Backend::File(_) => lock_new,
+        // Through a runtime macro, which refuses it without the runtime's `postgres` feature.
+        Backend::Postgres(_) => quote!(#krate::__lockmacro_postgres!(#lock_new)),
+    }
+}
+
+/// The runtime's `Deadline` for the wait.
+fn deadline(krate: &syn::Path, wait: Wait) -> TokenStream {
+    match wait {
+        Wait::Now => quote!(#krate::__private::Deadline::Now),
+        Wait::Never => quote!(#krate::__private::Deadline::Never),
+        Wait::After { millis } => quote!(
+            #krate::__private::Deadline::after(::core::time::Duration::from_millis(#millis))
+        ),
+    }
+}
+
+/// What to do with the `Error` bound to `err` when the lock is not obtained.
+fn on_failure(config: &Config, info: &FnInfo, err: &syn::Ident) -> TokenStream {
+    let krate = &config.krate;
+    match config.policy {
+        Policy::Error => {
+            // rustc reports a missing `From` on the argument: place it on the return type.
+            let arg = syn::Ident::new(
+                &err.to_string(),
+                Span::mixed_site().located_at(info.ret_span),
+            );
+            let from = quote_spanned!(info.ret_span=> ::core::convert::From::from);
+            quote!(return ::core::result::Result::Err(#from(#arg)))
+        }
+        Policy::Exit { code } => {
+            let code = i32::from(code);
+            quote!(#krate::__private::exit(#err, #code))
+        }
+        Policy::Panic => quote!(#krate::__private::panic(#err)),
+    }
 }
 
 /// An `async move` block infers its output type from its own `return`s and `?`s, which fails

@@ -3,7 +3,7 @@
 use proc_macro2::{Span, TokenStream};
 use syn::{ItemFn, ReturnType, Type};
 
-/// What the expansion needs to know about the function besides its tokens.
+/// What `check` and `expand` need to know about the function besides its tokens.
 pub(crate) struct FnInfo {
     pub(crate) is_main: bool,
     pub(crate) returns_result: bool,

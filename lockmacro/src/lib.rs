@@ -9,10 +9,12 @@
 )]
 
 mod args;
+mod check;
 mod expand;
 mod item;
 
 use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
 
 /// Runs the function's body under an inter-process lock: at most one caller at a time, across
 /// processes, threads and async tasks.
@@ -115,7 +117,7 @@ use proc_macro::TokenStream;
 /// ```ignore
 /// fn migrate() -> Result<(), MyError> {
 ///     static SITE: Site = Site::new(|| Lock::new("migrate")); // built once per process
-///     let _scope = match enter(&SITE, Mode::Timeout(Duration::from_millis(5000))) {
+///     let _scope = match enter(&SITE, Deadline::after(Duration::from_millis(5000))) {
 ///         Ok(scope) => scope,                     // guard + "this call chain holds it"
 ///         Err(err) => return Err(From::from(err)),
 ///     };
@@ -131,5 +133,19 @@ use proc_macro::TokenStream;
 /// [Error]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html
 #[proc_macro_attribute]
 pub fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::exclusive(args.into(), item.into()).into()
+    expand_exclusive(args.into(), item.into()).into()
+}
+
+/// The one way through: the item is read ([`item`]), the arguments parsed ([`args`]) and checked
+/// against it ([`check`]), then the code is written ([`expand`]). On any mistake: the untouched
+/// item plus the compile error, so IDEs and later code keep working.
+fn expand_exclusive(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let expanded = item::parse(item.clone()).and_then(|(f, info)| {
+        let config = check::check(args::parse(args)?, &info)?;
+        Ok(expand::expand(f, &info, &config))
+    });
+    expanded.unwrap_or_else(|err| {
+        let err = err.into_compile_error();
+        quote::quote!(#item #err)
+    })
 }
