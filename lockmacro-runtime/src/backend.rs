@@ -168,6 +168,15 @@ impl Hold {
         }
     }
 
+    /// The fencing token of this acquisition, if asked for.
+    pub(crate) fn token(&self) -> Option<u64> {
+        match self {
+            Hold::File(hold) => hold.token(),
+            #[cfg(feature = "postgres")]
+            Hold::Postgres(hold) => hold.token(),
+        }
+    }
+
     /// Why the lock is not held now, looking again; `None` while it is.
     pub(crate) fn lost_reason(&self) -> Option<String> {
         match self {

@@ -87,6 +87,20 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// The lock was free, but its last start was less than its period ago
+    /// ([`Lock::once_per`](crate::Lock::once_per)): this start is refused, as if the lock were
+    /// held, and nothing is recorded.
+    TooSoon {
+        /// The lock's name.
+        name: String,
+        /// Where the lock is: its file, or its PostgreSQL server and key.
+        at: Location,
+        /// How long ago the last start was, on the one clock that judges it (the machine's for
+        /// a file lock, the server's for PostgreSQL).
+        since: Duration,
+        /// The period.
+        period: Duration,
+    },
     /// An operating-system call failed while creating, opening, locking or removing the lock file.
     /// (A PostgreSQL lock's failures are [`Error::Postgres`].)
     Io {
@@ -200,6 +214,7 @@ impl Error {
             | Error::UnsafeFile { name, .. }
             | Error::Lost { name, .. }
             | Error::Io { name, .. }
+            | Error::TooSoon { name, .. }
             | Error::Postgres { name, .. } => name,
         }
     }
@@ -221,7 +236,8 @@ impl Error {
             Error::Held { at, .. }
             | Error::Timeout { at, .. }
             | Error::Nested { at, .. }
-            | Error::Lost { at, .. } => at.path(),
+            | Error::Lost { at, .. }
+            | Error::TooSoon { at, .. } => at.path(),
             Error::UnsafeDir { path, .. }
             | Error::UnsafeFile { path, .. }
             | Error::Io { path, .. } => Some(path),
@@ -245,7 +261,8 @@ impl Error {
             Error::Held { at, .. }
             | Error::Timeout { at, .. }
             | Error::Nested { at, .. }
-            | Error::Lost { at, .. } => at.clone(),
+            | Error::Lost { at, .. }
+            | Error::TooSoon { at, .. } => at.clone(),
             Error::UnsafeDir { path, .. }
             | Error::UnsafeFile { path, .. }
             | Error::Io { path, .. } => Location::File(path.clone()),
@@ -256,7 +273,8 @@ impl Error {
         }
     }
 
-    /// True for the two "somebody else has it" outcomes: [`Error::Held`] and [`Error::Timeout`].
+    /// True for the "not now, somebody else has it" outcomes: [`Error::Held`], [`Error::Timeout`]
+    /// and [`Error::TooSoon`] (started by another within the lock's period).
     ///
     /// ```
     /// use lockmacro_runtime::Lock;
@@ -273,7 +291,10 @@ impl Error {
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
     pub fn is_contended(&self) -> bool {
-        matches!(self, Error::Held { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Held { .. } | Error::Timeout { .. } | Error::TooSoon { .. }
+        )
     }
 
     pub(crate) fn io(name: &str, path: &Path, action: &'static str, source: io::Error) -> Error {
@@ -338,6 +359,17 @@ impl fmt::Display for Error {
             Error::Lost { name, at, reason } => {
                 write!(f, "lost lock `{name}` while holding it ({at}): {reason}")
             }
+            Error::TooSoon {
+                name,
+                at,
+                since,
+                period,
+            } => write!(
+                f,
+                "lock `{name}` was last taken {}s ago, within its period of {}s ({at})",
+                since.as_secs_f32(),
+                period.as_secs_f32()
+            ),
             Error::Io {
                 name, path, action, ..
             } => write!(f, "lock `{name}`: cannot {action} {}", path.display()),
@@ -386,7 +418,7 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match &err {
-            Error::Held { .. } => io::ErrorKind::WouldBlock,
+            Error::Held { .. } | Error::TooSoon { .. } => io::ErrorKind::WouldBlock,
             Error::Timeout { .. } => io::ErrorKind::TimedOut,
             Error::Io { source, .. } => source.kind(),
             Error::Postgres { .. } => io::ErrorKind::Other,

@@ -82,6 +82,28 @@ impl LockGuard {
         self.lock.name()
     }
 
+    /// The fencing token of this acquisition, with [`Lock::fencing`](crate::Lock::fencing)
+    /// (else `None`): a number that strictly increases with every acquisition of the lock,
+    /// across holders, processes and (for PostgreSQL) hosts, taken once the lock is held. Pass
+    /// it with every write to the guarded resource, and have the resource refuse a token lower
+    /// than the highest it has seen: a holder paused past its lease (or whose file lock was
+    /// lost) then cannot overwrite the work of the holder after it.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-fencing")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-fencing"))
+    ///     .fencing();
+    /// let first = lock.try_acquire()?.fencing_token().expect("asked for");
+    /// let second = lock.try_acquire()?.fencing_token().expect("asked for");
+    /// assert!(second > first);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.hold.token()
+    }
+
     /// True if this is a shared hold.
     ///
     /// ```

@@ -72,7 +72,7 @@ pub use guard::LockGuard;
 pub use lock::Lock;
 pub use lost::{OnLost, LOST_EXIT_CODE};
 #[cfg(feature = "postgres")]
-pub use postgres::{key_for as postgres_key_for, DEFAULT_LEASE, KEY_SQL, URL_ENV};
+pub use postgres::{key_for as postgres_key_for, DEFAULT_LEASE, KEY_SQL, STATE_TABLE_SQL, URL_ENV};
 
 /// The lock name `#[exclusive]` uses when given none: the crate name and the source file,
 /// for example `"backup:src/main.rs"`. Every function annotated without a name in one file shares

@@ -235,6 +235,59 @@ impl Lock {
         self.with_pg(|pg| pg.lease = lease.max(Duration::from_millis(1)))
     }
 
+    /// Gives every acquisition a fencing token ([`LockGuard::fencing_token`]): a number that
+    /// strictly increases with every acquisition of this lock, taken once it is held. A file
+    /// lock keeps the counter in a file beside the lock file (`<lock file>.state`, never
+    /// removed, also with `cleanup`); a PostgreSQL lock in the table `lockmacro_state`, created
+    /// on first use (see the README for the SQL to run by hand when the role may not create
+    /// it), so it survives a server restart. Exclusive locks only: a shared acquisition with it
+    /// fails.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("doc-fencing-lock")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-fencing-lock"))
+    ///     .fencing();
+    /// let guard = lock.try_acquire()?;
+    /// assert!(guard.fencing_token().is_some());
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    #[must_use]
+    pub fn fencing(mut self) -> Lock {
+        self.backend.request_mut().record.token = true;
+        self
+    }
+
+    /// Refuses a start within `period` of the last start of this lock, by any holder, even one
+    /// that has since ended and exited: the acquisition fails with [`Error::TooSoon`] (which
+    /// [`Error::is_contended`] counts, so `#[exclusive]`'s conflict policy applies). For a job
+    /// that cron starts on several hosts seconds apart: the first runs, the others skip. Time
+    /// is judged on one clock: the machine's for a file lock (the start is kept beside the
+    /// lock file, as for [`fencing`](Lock::fencing)), the server's for PostgreSQL. Exclusive
+    /// locks only.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockmacro_runtime::{Error, Lock};
+    ///
+    /// let lock = Lock::new("doc-once-per")
+    ///     .dir(std::env::temp_dir().join("lockmacro-doc-once-per"))
+    ///     .once_per(Duration::from_secs(3600));
+    /// # let _ = std::fs::remove_file(lock.path().with_extension("lock.state"));
+    /// drop(lock.try_acquire()?); // the first start of the hour runs
+    /// match lock.try_acquire() {
+    ///     Err(Error::TooSoon { period, .. }) => assert_eq!(period, Duration::from_secs(3600)),
+    ///     other => panic!("expected TooSoon, got {other:?}"),
+    /// }
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    #[must_use]
+    pub fn once_per(mut self, period: Duration) -> Lock {
+        self.backend.request_mut().record.period = Some(period);
+        self
+    }
+
     /// What a holder does when the lock is lost while held: exit the process (the default) or
     /// let the guard report it ([`OnLost`]). A file lock is lost when its file is removed or
     /// replaced while held and cannot be re-established (see the README); a PostgreSQL lock when

@@ -2,6 +2,8 @@
 //! whether a long wait is announced, and what happens if the lock is lost while held. Each
 //! backend's spec embeds one [`Request`].
 
+use std::time::Duration;
+
 use crate::lost::OnLost;
 
 /// Exclusive (one holder) or shared (any number of shared holders, and no exclusive one).
@@ -33,12 +35,27 @@ pub(crate) enum Announce {
     LongWaits,
 }
 
+/// What an exclusive acquisition records once held: a fencing token (`Lock::fencing`), and
+/// its start, refusing one within `period` of the last (`Lock::once_per`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Record {
+    pub(crate) token: bool,
+    pub(crate) period: Option<Duration>,
+}
+
+impl Record {
+    pub(crate) fn wanted(self) -> bool {
+        self.token || self.period.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
     pub(crate) name: String,
     pub(crate) share: Share,
     pub(crate) announce: Announce,
     pub(crate) on_lost: OnLost,
+    pub(crate) record: Record,
 }
 
 impl Request {
@@ -48,6 +65,7 @@ impl Request {
             share: Share::Exclusive,
             announce: Announce::Quiet,
             on_lost: OnLost::Exit,
+            record: Record::default(),
         }
     }
 }

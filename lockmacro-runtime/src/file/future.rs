@@ -60,8 +60,11 @@ impl Acquire {
 
     fn got(&mut self, hold: Hold) -> Poll<Result<Hold, Error>> {
         self.notice = None;
-        trace::acquired(self.spec.about(), self.since);
-        Poll::Ready(Ok(hold))
+        let hold = self.spec.recorded(hold);
+        if hold.is_ok() {
+            trace::acquired(self.spec.about(), self.since);
+        }
+        Poll::Ready(hold)
     }
 
     /// The timeout, if the deadline has passed.

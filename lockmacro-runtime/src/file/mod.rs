@@ -11,6 +11,7 @@
 //! - `watch`: the inotify thread that notices a held file removed or replaced;
 //! - `dir`: where lock files live and the rules a directory must meet; `fstype`: filesystems
 //!   where flock does not work; `name`: lock name to file name;
+//! - `state`: the fencing counter and last start kept beside the lock file, when asked for;
 //! - `fork`: lock descriptors a forked child must not keep; `os`: the system calls on one file.
 
 mod dir;
@@ -20,6 +21,7 @@ pub(crate) mod future;
 mod name;
 mod os;
 mod slot;
+mod state;
 mod watch;
 
 use std::fmt;
@@ -198,11 +200,34 @@ impl Spec {
     /// The synchronous acquisition (the nested-call check is the caller's).
     pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
         let since = trace::Since::now();
-        let result = self.acquire_loop(deadline);
+        let result = self
+            .acquire_loop(deadline)
+            .and_then(|hold| self.recorded(hold));
         if result.is_ok() {
             trace::acquired(self.about(), since);
         }
         result
+    }
+
+    /// A new hold, with its start recorded if asked (`Lock::fencing`, `Lock::once_per`); a start
+    /// that is refused releases it.
+    fn recorded(&self, mut hold: Hold) -> Result<Hold, Error> {
+        let record = self.request.record;
+        if !record.wanted() {
+            return Ok(hold);
+        }
+        if self.request.share == Share::Shared {
+            let why = "fencing tokens and once_per are for exclusive locks";
+            return Err(self.io_error("record a start of", io::Error::other(why)));
+        }
+        let place = state::Place {
+            name: &self.request.name,
+            dir: &self.dir,
+            kind: self.kind,
+            path: &self.path,
+        };
+        hold.token = Some(state::record(&place, record)?);
+        Ok(hold)
     }
 
     /// The first time an acquisition finds the lock taken: the `contended` event.
@@ -521,6 +546,8 @@ pub(crate) struct Hold {
     /// The process that acquired the lock; only it may release (or unlink) anything.
     pid: u32,
     released: bool,
+    /// The fencing token of this acquisition, if asked for.
+    token: Option<u64>,
 }
 
 impl Hold {
@@ -530,7 +557,13 @@ impl Hold {
             slot: Arc::clone(slot),
             pid,
             released: false,
+            token: None,
         }
+    }
+
+    /// The fencing token of this acquisition (`Lock::fencing`).
+    pub(crate) fn token(&self) -> Option<u64> {
+        self.token
     }
 
     /// Still to be released by this process.

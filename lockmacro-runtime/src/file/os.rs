@@ -137,7 +137,8 @@ impl Seen {
         let me = euid();
         if self.uid != me && self.uid != 0 {
             return Err(format!(
-                "it is owned by uid {}, who could remove or replace it while we hold it; remove                  it, or use a directory only you (uid {me}) or root can write",
+                "it is owned by uid {}, who could remove or replace it while we hold it; remove \
+                 it, or use a directory only you (uid {me}) or root can write",
                 self.uid
             ));
         }
@@ -308,6 +309,18 @@ pub(crate) enum Stamped {
     Untrusted(String),
 }
 
+/// A file of ours that we may write (the lock file's rules, and owned by us): why not if not.
+pub(crate) fn trusted(file: &File) -> Result<(), String> {
+    let seen = Seen::of(file).map_err(|e| e.to_string())?;
+    if !seen.regular {
+        return Err("it is not a regular file".to_owned());
+    }
+    match seen.trusted()? {
+        true => Ok(()),
+        false => Err("it is root's, and only its owner may write it".to_owned()),
+    }
+}
+
 /// Whether `stamp` checks that the path still names the file (only a test hook says `Trust`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Identity {
@@ -465,15 +478,15 @@ pub(crate) fn read_pid(file: &File) -> Option<u32> {
 }
 
 #[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
 }
 #[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
 }
 #[cfg(not(unix))]
-fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
         buf = &buf[n..];
@@ -482,7 +495,7 @@ fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     Ok(())
 }
 #[cfg(not(unix))]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 

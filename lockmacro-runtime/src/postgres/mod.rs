@@ -53,6 +53,28 @@ pub const URL_ENV: &str = "LOCKMACRO_POSTGRES_URL";
 /// ```
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
+/// The table of fencing tokens and last starts (`Lock::fencing`, `Lock::once_per`), by key.
+/// Feature `postgres`.
+///
+/// ```
+/// assert!(lockmacro_runtime::STATE_TABLE_SQL.contains("lockmacro_state"));
+/// ```
+pub const STATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS lockmacro_state (key bigint \
+                                   PRIMARY KEY, token bigint NOT NULL, started_at timestamptz \
+                                   NOT NULL)";
+
+/// Records a start and takes the next token, unless the last start is within `$2` ms (then no
+/// row). `clock_timestamp()`: the server's clock, the only one that judges.
+const RECORD_SQL: &str = "INSERT INTO lockmacro_state AS s (key, token, started_at) VALUES \
+                          ($1, 1, clock_timestamp()) ON CONFLICT (key) DO UPDATE SET token = \
+                          s.token + 1, started_at = clock_timestamp() WHERE s.started_at <= \
+                          clock_timestamp() - $2::bigint * interval '1 millisecond' RETURNING \
+                          s.token";
+
+/// How long ago (ms, on the server's clock) the last start was.
+const SINCE_SQL: &str = "SELECT (extract(epoch FROM clock_timestamp() - started_at) * \
+                         1000)::bigint FROM lockmacro_state WHERE key = $1";
+
 /// Prefix hashed with the name; a new version would change every key.
 const KEY_PREFIX: &str = "lockmacro-v1:";
 
@@ -165,9 +187,10 @@ impl Spec {
         let spec = Arc::clone(self);
         async move {
             spawned?;
-            let link = answer.await.unwrap_or_else(|_| Err(thread_ended(&spec)))?;
+            let (link, token) = answer.await.unwrap_or_else(|_| Err(thread_ended(&spec)))?;
             Ok(Hold {
                 link,
+                token,
                 lease: spec.lease,
                 pid: crate::pid::current(),
                 released: false,
@@ -208,6 +231,8 @@ fn server_of(config: &tokio_postgres::Config) -> String {
 #[derive(Debug)]
 pub(crate) struct Hold {
     link: Arc<Link>,
+    /// The fencing token of this acquisition, if asked for.
+    token: Option<u64>,
     lease: Duration,
     pid: u32,
     released: bool,
@@ -221,6 +246,10 @@ impl Hold {
 
     pub(crate) fn lost_reason(&self) -> Option<String> {
         self.link.lost_reason()
+    }
+
+    pub(crate) fn token(&self) -> Option<u64> {
+        self.token
     }
 
     /// The reason if the lock is lost, else registers `waker` to be woken when it is.
@@ -326,7 +355,8 @@ struct Session {
     spec: Arc<Spec>,
 }
 
-type Reply = oneshot::Sender<Result<Arc<Link>, Error>>;
+/// The hold's link to its session, and its fencing token if asked for.
+type Reply = oneshot::Sender<Result<(Arc<Link>, Option<u64>), Error>>;
 /// The task driving the connection; it ends when the session does.
 type Connection = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
@@ -357,10 +387,18 @@ impl Session {
             () = reply.closed() => return, // cancelled: closing the session frees everything
             end = &mut connection => Err(self.error("keep the connection to", ended(end))),
         };
-        let sent = match got {
-            Ok(sent) => sent,
+        let recorded = match got {
+            Ok(_) if self.spec.request.record.wanted() => tokio::select! {
+                r = self.record(&client) => r,
+                () = reply.closed() => return,
+            },
+            Ok(sent) => Ok((sent, None)),
+            Err(e) => Err(e),
+        };
+        let (sent, token) = match recorded {
+            Ok(done) => done,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                let _ = reply.send(Err(e)); // the session ends below, freeing the lock
                 return;
             }
         };
@@ -374,7 +412,7 @@ impl Session {
             }),
         });
         trace::acquired(self.spec.about(), since);
-        if reply.send(Ok(Arc::clone(&link))).is_err() {
+        if reply.send(Ok((Arc::clone(&link), token))).is_err() {
             // Nobody is waiting any more: closing the session gives the lock back.
             drop(client);
             return;
@@ -506,6 +544,50 @@ impl Session {
             tokio::time::sleep_until(wake.into()).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Under the lock: refuses a start within the period of the last one ([`Error::TooSoon`]),
+    /// else records this start (the server's clock) and takes the next fencing token, in the
+    /// table `lockmacro_state` (created on first use). Returns when its query was sent, and the
+    /// token.
+    async fn record(&self, client: &Client) -> Result<(Instant, Option<u64>), Error> {
+        let record = self.spec.request.record;
+        if self.spec.request.share == Share::Shared {
+            return Err(self.error(
+                "record a start of",
+                "fencing tokens and once_per are for exclusive locks",
+            ));
+        }
+        if let Err(e) = self.timely(client.batch_execute(STATE_TABLE_SQL)).await {
+            return Err(self.error(
+                "create the table lockmacro_state for",
+                format!(
+                    "{}; if this role may not create tables, have an administrator run: {STATE_TABLE_SQL}",
+                    one_line(&e)
+                ),
+            ));
+        }
+        let period_ms = record
+            .period
+            .map_or(0, |p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX));
+        let sent = Instant::now();
+        let row = self
+            .timely(client.query_opt(RECORD_SQL, &[&self.spec.key, &period_ms]))
+            .await?;
+        if let Some(row) = row {
+            let token: i64 = row.get(0);
+            return Ok((sent, Some(u64::try_from(token).unwrap_or(0))));
+        }
+        let since_ms: i64 = self
+            .timely(client.query_one(SINCE_SQL, &[&self.spec.key]))
+            .await?
+            .get(0);
+        Err(Error::TooSoon {
+            name: self.spec.request.name.clone(),
+            at: self.spec.location(),
+            since: Duration::from_millis(u64::try_from(since_ms).unwrap_or(0)),
+            period: record.period.unwrap_or_default(),
+        })
     }
 
     /// A query, bounded by half a lease: a server or network path that does not answer by then
