@@ -44,10 +44,11 @@ fn crash(how: &str) -> ExitStatus {
         child.send_kill();
     }
     let done = child.finish();
-    // The dead holder's PID is still in the file: decimal text and a newline at offset 0.
+    // The dead holder's PID is still in the file: decimal text and a newline at offset 0, then
+    // the lock's name and a newline.
     assert_eq!(
         String::from_utf8_lossy(&file_bytes(lock.path())),
-        format!("{pid}\n"),
+        format!("{pid}\nlm-attack-crash\n"),
         "the lock file should still hold the dead PID ({how}): {done:#?}"
     );
     assert_eq!(
@@ -60,7 +61,7 @@ fn crash(how: &str) -> ExitStatus {
     });
     assert_eq!(
         String::from_utf8_lossy(&file_bytes(lock.path())),
-        format!("{}\n", std::process::id()),
+        format!("{}\nlm-attack-crash\n", std::process::id()),
         "the new holder should have replaced the stale PID"
     );
     guard.release().expect("release");
@@ -186,7 +187,7 @@ fn fork_and_drop(cleanup: bool, raw: bool) {
     assert_held_by(&lock, pid);
     assert_eq!(
         String::from_utf8_lossy(&file_bytes(lock.path())),
-        format!("{pid}\n"),
+        format!("{pid}\nfork\n"),
         "the forked child must not touch the file"
     );
     let done = parent.finish();

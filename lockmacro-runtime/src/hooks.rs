@@ -5,6 +5,8 @@
 //! - `LOCKMACRO_TEST_BREAK=unlock-before-unlink`: `cleanup` releases, then unlinks.
 //! - `LOCKMACRO_TEST_BREAK=no-identity-check`: acquirers skip the device/inode re-check.
 //! - `LOCKMACRO_TEST_FS_MAGIC=0x6969`: pretend the lock directory has this `statfs` type.
+//! - `LOCKMACRO_TEST_SYSTEM_DIR=/some/dir`: use this as the system directory (`Lock::system`),
+//!   so that tests never touch the machine's `/run/lock/lockmacro`.
 //!
 //! It also counts the acquisitions that skipped the path lookup on a memo (`file::Memo`), so
 //! that the tests of that fast path can show they exercised it.
@@ -35,6 +37,12 @@ mod imp {
             == Some(what)
     }
 
+    pub(crate) fn system_dir() -> Option<std::path::PathBuf> {
+        std::env::var_os("LOCKMACRO_TEST_SYSTEM_DIR")
+            .filter(|dir| !dir.is_empty())
+            .map(Into::into)
+    }
+
     pub(crate) fn fs_magic() -> Option<u64> {
         let text = std::env::var("LOCKMACRO_TEST_FS_MAGIC").ok()?;
         u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
@@ -55,8 +63,13 @@ mod imp {
 
     #[inline(always)]
     pub(crate) fn vouched() {}
+
+    #[inline(always)]
+    pub(crate) fn system_dir() -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 #[cfg(lockmacro_test_hooks)]
 pub(crate) use imp::vouched_count;
-pub(crate) use imp::{broken, fs_magic, vouched};
+pub(crate) use imp::{broken, fs_magic, system_dir, vouched};

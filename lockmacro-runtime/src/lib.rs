@@ -67,7 +67,7 @@ pub mod __private;
 pub use lockmacro::exclusive;
 
 pub use error::{Error, Location};
-pub use file::{default_dir, ALLOW_NETWORK_FS_ENV, DIR_ENV};
+pub use file::{default_dir, inspect, system_dir, Entry, ALLOW_NETWORK_FS_ENV, DIR_ENV};
 pub use guard::LockGuard;
 pub use lock::Lock;
 pub use lost::{OnLost, LOST_EXIT_CODE};

@@ -56,12 +56,80 @@ impl Lock {
         }
     }
 
+    /// A lock on exactly the file at `path`, whatever program locks it: the file name is not
+    /// derived from a lock name, so a shell script's `flock -n /var/lock/mailsync.lock ...` and
+    /// this lock exclude each other both ways. The lock's name, in messages, is `path` as given.
+    ///
+    /// A relative `path` is made absolute now, against the current directory. The file is
+    /// created (mode 0644) if missing, but its directory is not: a missing directory is an error
+    /// naming it. The file follows the rules of every lock file (not a symbolic link, one link,
+    /// owned by you or root) and its directory those of a shared directory (owned by you or
+    /// root, sticky if others may write to it). [`dir`](Lock::dir) and
+    /// [`system`](Lock::system) change nothing on such a lock. Keep the file (no
+    /// [`cleanup`](Lock::cleanup)) when other tools lock it too.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-at");
+    /// std::fs::create_dir_all(&dir).unwrap(); // never created by `at`
+    /// let file = dir.join("mailsync.lock");
+    /// let lock = Lock::at(&file);
+    /// assert_eq!(lock.path(), file);
+    /// assert_eq!(lock.name(), file.display().to_string());
+    /// let _guard = lock.try_acquire()?; // `flock -n <file> ...` now fails, and the other way round
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn at(path: impl AsRef<Path>) -> Lock {
+        let path = path.as_ref();
+        let request = Request::new(path.to_string_lossy().into_owned());
+        let spec = file::Spec::at(request, path);
+        Lock {
+            backend: Backend::File(Arc::new(spec)),
+        }
+    }
+
+    /// Makes this one lock for all users of the machine: its file goes in the system directory
+    /// ([`system_dir`](crate::system_dir), `/run/lock/lockmacro` on most Linux systems) instead
+    /// of your own, so a program run by root, by a service user and by you excludes itself.
+    /// `LOCKMACRO_DIR` does not move it.
+    ///
+    /// The directory is created if missing, mode 1777 (anyone may add files, nobody may remove
+    /// another's), and must be owned by root or by you: one made by another user is refused
+    /// with [`Error::UnsafeDir`](crate::Error::UnsafeDir), saying what to run as root. Lock files
+    /// there are created 0644 (other users lock them through read-only descriptors), and a file
+    /// is used only if it is owned by root or by you; so **a lock shared by several non-root
+    /// users needs its file made by root first** (or by a root process taking the lock once),
+    /// else the first user's file is refused for the others with
+    /// [`Error::UnsafeFile`](crate::Error::UnsafeFile). See the README's "User or system scope".
+    ///
+    /// With [`dir`](Lock::dir), the last one called wins. On a lock made with
+    /// [`at`](Lock::at), and on a PostgreSQL lock, it changes nothing.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let lock = Lock::new("firmware-update").system();
+    /// assert_eq!(lock.path().parent(), Some(lockmacro_runtime::system_dir().as_path()));
+    /// let mine = Lock::new("firmware-update").system().dir("/srv/locks"); // the last one wins
+    /// assert!(mine.path().starts_with("/srv/locks"));
+    /// ```
+    #[must_use]
+    #[allow(irrefutable_let_patterns)] // without `postgres`, every lock is a file lock
+    pub fn system(mut self) -> Lock {
+        if let Backend::File(spec) = &self.backend {
+            self.backend = Backend::File(Arc::new(spec.in_system()));
+        }
+        self
+    }
+
     /// Keeps the lock file in `dir` instead of the default directory. A relative `dir` is made
     /// absolute now, against the current directory, so a later `chdir` does not move the lock.
     /// The directory is created (mode 0700, with its parents) if missing. It may be shared with
     /// other users on purpose; then it must be owned by you or root, and have the sticky bit if
-    /// others may write to it (see the README's rules for shared directories). A PostgreSQL
-    /// lock has no file: there it changes nothing.
+    /// others may write to it (see the README's rules for shared directories). With
+    /// [`system`](Lock::system), the last one called wins. A lock made with [`at`](Lock::at)
+    /// stays at its path, and a PostgreSQL lock has no file: on those it changes nothing.
     ///
     /// ```
     /// use lockmacro_runtime::Lock;

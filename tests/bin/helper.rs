@@ -209,7 +209,10 @@ fn wait_locked(mark: Option<&Path>) -> Result<String, Error> {
         std::process::id(),
         if saw_mark { "yes" } else { "no" },
         pid_text(holder),
-        content.as_deref().map_or("unreadable", str::trim),
+        // The PID line (the lock's name follows it).
+        content
+            .as_deref()
+            .map_or("unreadable", |c| c.lines().next().unwrap_or_default()),
     ))
 }
 

@@ -14,6 +14,9 @@
 //!   lock still held is released on the way out).
 //! - `try <dir> <name> [--cleanup] [--shared]`: `try_acquire` once; print `locked <pid>`, release,
 //!   print `released`.
+//!
+//!   Both also take `--at` (the lock is `Lock::at(<name>)`, an exact path) and `--system`
+//!   (`.system()`, after any `<dir>`), for `tests/test_scope.rs`.
 //! - `default-dir`: print `dir <default_dir()>`.
 //! - `default-session <name>`: take and release lock `<name>` (no directory: the default one),
 //!   print `ready <pid>`; then for each stdin line `try <name>`, `try_acquire` that lock (the same
@@ -115,9 +118,16 @@ type Outcome = Result<ExitCode, String>;
 
 /// The lock `name` in `dir` (`-`: no explicit directory).
 fn lock_for(dir: &str, name: &str, flags: &[&str]) -> Lock {
-    let mut lock = Lock::new(name);
+    let mut lock = if flags.contains(&"--at") {
+        Lock::at(name)
+    } else {
+        Lock::new(name)
+    };
     if dir != "-" {
         lock = lock.dir(dir);
+    }
+    if flags.contains(&"--system") {
+        lock = lock.system();
     }
     if flags.contains(&"--cleanup") {
         lock = lock.cleanup();
@@ -140,6 +150,7 @@ fn variant(err: &Error) -> &'static str {
         Error::Timeout { .. } => "Timeout",
         Error::Nested { .. } => "Nested",
         Error::UnsafeDir { .. } => "UnsafeDir",
+        Error::UnsafeFile { .. } => "UnsafeFile",
         Error::Lost { .. } => "Lost",
         Error::Io { .. } => "Io",
         _ => "Other",

@@ -28,11 +28,13 @@ pub fn lock_path(dir: &Path, name: &str) -> PathBuf {
     Lock::new(name).dir(dir).path().to_owned()
 }
 
-/// The lock file's content, trimmed (the holder's PID, possibly stale).
+/// The lock file's first line (the holder's PID, possibly stale; the lock's name follows it).
 pub fn file_content(path: &Path) -> String {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("read lock file {}: {e}", path.display()))
-        .trim()
+        .lines()
+        .next()
+        .unwrap_or_default()
         .to_owned()
 }
 

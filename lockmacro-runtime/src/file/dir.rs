@@ -24,6 +24,14 @@
 //!   `/run/lock`), so that they cannot rename or remove files they do not own.
 //!   `LOCKMACRO_DIR` must be an absolute path, and only its last component is created (a typo
 //!   would otherwise create an unshared directory); `Lock::dir` creates missing parents.
+//! - **The system directory** (`Lock::system`, [`system_dir`]): one directory for every user
+//!   of the machine, so the shared rules, and never a symbolic link (whoever could plant one
+//!   would choose where everybody's locks go). Only its last component is created, mode 1777
+//!   (set explicitly, whatever the umask). Owned by another user than you or root, it is
+//!   squatting (that user made it first and could remove anyone's lock file in it): refused
+//!   with what to run as root.
+//! - **The directory of an exact path** (`Lock::at`): the shared rules; never created (a lock
+//!   file shared with other programs is where they expect it, and a typo must not invent one).
 //! - **Not a network filesystem** (see `fstype`).
 //!
 //! The rules for the lock files themselves are in `file::stamp`: a regular file with one link,
@@ -59,6 +67,10 @@ pub(crate) enum Kind {
     Env,
     /// `Lock::dir`: shared rules, parents created.
     Explicit,
+    /// `Lock::system`: shared rules, no symlink, last component created mode 1777.
+    System,
+    /// The directory of `Lock::at`'s file: shared rules, never created.
+    Exact,
 }
 
 /// Where a lock file is, as the `Lock`s of one slot spell it.
@@ -83,6 +95,23 @@ pub(crate) fn resolve(explicit: Option<PathBuf>) -> (PathBuf, Kind) {
         Some(dir) if !dir.is_empty() => (PathBuf::from(dir), Kind::Env),
         _ => (default_dir(), Kind::Private),
     }
+}
+
+/// The directory of system-wide locks ([`Lock::system`](crate::Lock::system)), the same for
+/// every user and every process of the machine: `/run/lock/lockmacro` when `/run/lock` is a
+/// world-writable sticky directory, else `/var/lock/lockmacro` when `/var/lock` is one, else
+/// `/tmp/lockmacro`. Neither `LOCKMACRO_DIR` nor any other environment variable moves it.
+///
+/// ```
+/// let dir = lockmacro_runtime::system_dir();
+/// assert!(dir.is_absolute());
+/// assert!(dir.ends_with("lockmacro"));
+/// ```
+pub fn system_dir() -> PathBuf {
+    if let Some(dir) = crate::hooks::system_dir() {
+        return dir;
+    }
+    imp::system_dir()
 }
 
 /// The default lock directory for the current user on this machine.
@@ -156,15 +185,30 @@ mod imp {
     use super::{unsafe_dir, Kind, Opened};
     use crate::error::Error;
 
+    /// World-writable with the sticky bit: any user may create their own entry there.
+    fn open_to_all(dir: &Path) -> bool {
+        std::fs::metadata(dir)
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777)
+    }
+
     pub(super) fn default_dir() -> PathBuf {
         let uid = rustix::process::geteuid().as_raw();
         let run_lock = Path::new("/run/lock");
-        let base = match std::fs::metadata(run_lock) {
-            // World-writable with the sticky bit: any user may create their own entry there.
-            Ok(m) if m.is_dir() && m.permissions().mode() & 0o1777 == 0o1777 => run_lock,
-            _ => Path::new("/tmp"),
+        let base = if open_to_all(run_lock) {
+            run_lock
+        } else {
+            Path::new("/tmp")
         };
         base.join(format!("lockmacro-{uid}"))
+    }
+
+    pub(super) fn system_dir() -> PathBuf {
+        let base = ["/run/lock", "/var/lock"]
+            .map(Path::new)
+            .into_iter()
+            .find(|base| open_to_all(base))
+            .unwrap_or(Path::new("/tmp"));
+        base.join("lockmacro")
     }
 
     pub(super) fn open(name: &str, dir: &Path, kind: Kind) -> Result<Opened, Error> {
@@ -180,6 +224,14 @@ mod imp {
             ));
         }
         let fd = match open_dir(dir, kind) {
+            Err(e) if e.kind() == ErrorKind::NotFound && kind == Kind::Exact => {
+                return Err(Error::io(
+                    name,
+                    dir,
+                    "open the lock file's directory (`Lock::at` never creates it)",
+                    e,
+                ))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 create(dir, kind).map_err(|e| Error::io(name, dir, "create lock directory", e))?;
                 open_dir(dir, kind)
@@ -204,7 +256,7 @@ mod imp {
     fn diagnose(name: &str, dir: &Path, kind: Kind, e: std::io::Error) -> Error {
         use std::os::unix::fs::MetadataExt;
         match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.file_type().is_symlink() && kind == Kind::Private => {
+            Ok(m) if m.file_type().is_symlink() && matches!(kind, Kind::Private | Kind::System) => {
                 unsafe_dir(name, dir, "it is a symbolic link".into())
             }
             Ok(m) if m.is_dir() => match check(name, dir, kind, m.uid(), m.mode()) {
@@ -220,7 +272,7 @@ mod imp {
 
     fn open_dir(dir: &Path, kind: Kind) -> std::io::Result<OwnedFd> {
         let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if kind == Kind::Private {
+        if matches!(kind, Kind::Private | Kind::System) {
             flags |= OFlags::NOFOLLOW;
         }
         Ok(rustix::fs::open(dir, flags, Mode::empty())?)
@@ -231,6 +283,14 @@ mod imp {
         builder.mode(0o700).recursive(kind == Kind::Explicit);
         match builder.create(dir) {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Ok(()) if kind == Kind::System => {
+                // Made 0700 (nobody else can use it half-made), then opened to all users with
+                // the sticky bit, through a descriptor of the directory we made (in a sticky
+                // parent nobody else can have replaced it), whatever the umask.
+                let fd = open_dir(dir, kind)?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o1777))?;
+                Ok(())
+            }
             other => other,
         }
     }
@@ -256,6 +316,14 @@ mod imp {
             } else {
                 None
             }
+        } else if kind == Kind::System && uid != me && uid != 0 {
+            Some(format!(
+                "it is owned by uid {uid}, not root: that user made it first and could remove or \
+                 replace any lock file in it; as root, remove it and run `install -d -m 1777 -o \
+                 root {}` (at boot: a tmpfiles.d line `d {} 1777 root root -`)",
+                dir.display(),
+                dir.display()
+            ))
         } else if uid != me && uid != 0 {
             Some(format!(
                 "it is owned by uid {uid}, who could remove or replace any lock file in it; use \
@@ -286,6 +354,11 @@ mod imp {
     pub(super) fn default_dir() -> PathBuf {
         // Windows (untested): the per-user temporary directory, which is private to the user.
         std::env::temp_dir().join("lockmacro")
+    }
+
+    pub(super) fn system_dir() -> PathBuf {
+        // Windows (untested): the machine-wide application data directory.
+        PathBuf::from(r"C:\ProgramData\lockmacro")
     }
 
     pub(super) fn open(name: &str, dir: &Path, _kind: Kind) -> Result<Opened, Error> {

@@ -12,12 +12,14 @@
 //! - `dir`: where lock files live and the rules a directory must meet; `fstype`: filesystems
 //!   where flock does not work; `name`: lock name to file name;
 //! - `state`: the fencing counter and last start kept beside the lock file, when asked for;
+//! - `inspect`: the public listing of a directory's lock files, their names and holders;
 //! - `fork`: lock descriptors a forked child must not keep; `os`: the system calls on one file.
 
 mod dir;
 mod fork;
 mod fstype;
 pub(crate) mod future;
+mod inspect;
 mod name;
 mod os;
 mod slot;
@@ -31,8 +33,9 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-pub use dir::{default_dir, DIR_ENV};
+pub use dir::{default_dir, system_dir, DIR_ENV};
 pub use fstype::ALLOW_NETWORK_FS_ENV;
+pub use inspect::{inspect, Entry};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Location};
@@ -103,7 +106,28 @@ impl Spec {
     /// else the default directory.
     pub(crate) fn new(request: Request, dir: Option<PathBuf>) -> Spec {
         let (dir, kind) = dir::resolve(dir);
-        let path = Arc::new(dir.join(name::file_name(&request.name)));
+        let file = name::file_name(&request.name);
+        Spec::placed(request, dir, kind, file.as_ref())
+    }
+
+    /// The lock file at exactly `path` (made absolute now), not named after the lock.
+    pub(crate) fn at(request: Request, path: &Path) -> Spec {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        // `a/b/.` is `a/b`; a path without a last name (`/`, `a/..`) keeps its spelling and
+        // fails when opened (see `open`).
+        let (dir, file) = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(file)) => (dir.to_owned(), file.to_owned()),
+            _ => (path.clone(), Default::default()),
+        };
+        let mut spec = Spec::placed(request, dir, dir::Kind::Exact, &file);
+        if file.is_empty() {
+            spec.path = Arc::new(path);
+        }
+        spec
+    }
+
+    fn placed(request: Request, dir: PathBuf, kind: dir::Kind, file: &std::ffi::OsStr) -> Spec {
+        let path = Arc::new(dir.join(file));
         Spec {
             request,
             dir,
@@ -115,9 +139,28 @@ impl Spec {
         }
     }
 
-    /// The same lock in another directory.
+    /// The same lock in another directory (a lock at an exact path stays where it is).
     pub(crate) fn in_dir(&self, dir: PathBuf) -> Spec {
+        if self.kind == dir::Kind::Exact {
+            return self.clone();
+        }
         let mut spec = Spec::new(self.request.clone(), Some(dir));
+        spec.cleanup = self.cleanup;
+        spec
+    }
+
+    /// The same lock in the system directory (a lock at an exact path stays where it is).
+    pub(crate) fn in_system(&self) -> Spec {
+        if self.kind == dir::Kind::Exact {
+            return self.clone();
+        }
+        let file = name::file_name(&self.request.name);
+        let mut spec = Spec::placed(
+            self.request.clone(),
+            dir::system_dir(),
+            dir::Kind::System,
+            file.as_ref(),
+        );
         spec.cleanup = self.cleanup;
         spec
     }
@@ -464,7 +507,7 @@ impl Spec {
             // A full lookup follows: only what the watch sees from now on concerns this hold.
             watch::hold_begins(&**slot);
         }
-        let outcome = os::stamp(f, &self.path, check, pid, memo);
+        let outcome = os::stamp(f, &self.path, check, pid, &self.request.name, memo);
         if !matches!(outcome, Ok(Stamped::Held(_))) {
             // Not ours to keep: unlock now rather than when the last reference closes it.
             os::unlock(f);
@@ -479,30 +522,51 @@ impl Spec {
                 Ok(Attempt::Got(Hold::new(self, slot, pid)))
             }
             Ok(Stamped::Stale) => Ok(Attempt::Stale),
-            Ok(Stamped::Untrusted(reason)) => Err(Error::UnsafeFile {
-                name: self.request.name.clone(),
-                path: self.path.to_path_buf(),
-                reason,
-            }),
+            Ok(Stamped::Untrusted(reason)) => Err(self.unsafe_file(reason)),
             Err(e) => Err(self.io_error("check and stamp lock file", e)),
         }
     }
 
-    /// Opens the lock file by name in its checked directory (see `dir`).
+    /// Opens the lock file by name in its checked directory (see `dir`). A file that breaks the
+    /// rules for lock files (another user's, several links) is refused here, before anything
+    /// waits on it: its owner could hold it forever.
     fn open(&self) -> Result<slot::Opened, Error> {
+        let Some(name) = self.path.file_name() else {
+            return Err(self.io_error(
+                "open lock file",
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the path names no file (it is a root or ends in `..`)",
+                ),
+            ));
+        };
         let dir = dir::open(&self.request.name, &self.dir, self.kind)?;
         #[cfg(unix)]
-        let opened = {
-            let name = self.path.file_name().unwrap_or_default();
-            LockFile::open_with(|| os::open_at(&dir.fd, name, dir.file_mode))
-        };
+        let opened = LockFile::open_with(|| os::open_at(&dir.fd, name, dir.file_mode));
         #[cfg(not(unix))]
-        let opened = LockFile::open_with(|| os::open(&self.path));
+        let opened = {
+            let _ = name;
+            LockFile::open_with(|| os::open(&self.path))
+        };
         let file = opened.map_err(|e| self.io_error("open lock file", e))?;
+        let fix_mode = (self.kind == dir::Kind::System).then_some(dir.file_mode);
+        match os::trusted(&file, fix_mode) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(self.unsafe_file(reason)),
+            Err(e) => return Err(self.io_error("check lock file", e)),
+        }
         Ok(slot::Opened {
             file,
             memos: dir.memos,
         })
+    }
+
+    fn unsafe_file(&self, reason: String) -> Error {
+        Error::UnsafeFile {
+            name: self.request.name.clone(),
+            path: self.path.to_path_buf(),
+            reason,
+        }
     }
 
     /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.

@@ -7,6 +7,11 @@ use std::path::Path;
 
 use crate::request::Share;
 
+/// What a lock file holds, written by its owner only: the holder's PID and a newline at
+/// [`PID_OFFSET`], then the lock's name and a newline (for listings, see `file::inspect`; a
+/// name may itself contain newlines: it runs to the last byte before the final newline).
+/// Readers that know only the PID read the first line.
+///
 /// Where the holder's PID is written. fd-lock's Windows lock covers byte 0 with a mandatory
 /// lock, which would stop other processes from reading it, so the PID starts after it there.
 #[cfg(unix)]
@@ -74,6 +79,28 @@ fn require_regular(file: File) -> io::Result<File> {
             "the lock file is not a regular file",
         ))
     }
+}
+
+/// Checks a lock file just opened against the rules of [`Seen::trusted`]: `Ok(Err(why))` if it
+/// breaks them. With `fix_mode`, a file of our own still empty (just created, or never written)
+/// gets exactly that mode, whatever the umask took away (the system directory's files must be
+/// readable by all, who lock them through read-only descriptors).
+pub(crate) fn trusted(file: &File, fix_mode: Option<u32>) -> io::Result<Result<(), String>> {
+    let seen = Seen::of(file)?;
+    let mine = match seen.trusted() {
+        Ok(mine) => mine,
+        Err(why) => return Ok(Err(why)),
+    };
+    #[cfg(unix)]
+    if let (Some(mode), true, 0) = (fix_mode, mine, seen.len) {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o7777 != mode {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (fix_mode, mine);
+    Ok(Ok(()))
 }
 
 /// What a status call says about the open lock file: its type, which file it is, how many names
@@ -310,7 +337,7 @@ pub(crate) enum Stamped {
 }
 
 /// A file of ours that we may write (the lock file's rules, and owned by us): why not if not.
-pub(crate) fn trusted(file: &File) -> Result<(), String> {
+pub(crate) fn own_writable(file: &File) -> Result<(), String> {
     let seen = Seen::of(file).map_err(|e| e.to_string())?;
     if !seen.regular {
         return Err("it is not a regular file".to_owned());
@@ -332,13 +359,15 @@ pub(crate) enum Identity {
 /// unlinked) and, if so, records our PID in it. A waiter that was blocked on a file which a
 /// `cleanup` holder then unlinked wakes up holding a lock on a dead inode; this check sends it
 /// round again. `memo` is what the previous acquisition through this descriptor established, if
-/// it may be used (see [`Memo`]). The PID is written first and the length set after, so the file
-/// never passes through an empty state (which would force a flush on ext4).
+/// it may be used (see [`Memo`]). The PID (and the lock's `name`, see [`PID_OFFSET`]) is written
+/// first and the length set after, so the file never passes through an empty state (which would
+/// force a flush on ext4).
 pub(crate) fn stamp(
     file: &File,
     path: &Path,
     identity: Identity,
     pid: u32,
+    name: &str,
     memo: Option<Memo>,
 ) -> io::Result<Stamped> {
     let seen = Seen::of(file)?;
@@ -369,30 +398,77 @@ pub(crate) fn stamp(
     };
     let mut buf = [0u8; 11];
     let text = pid_line(pid, &mut buf);
-    let len = PID_OFFSET + text.len() as u64;
+    let len = PID_OFFSET + (text.len() + name.len() + 1) as u64;
     let ours = match memo {
         Some(memo) if vouched.is_some() => memo.ours,
         // Changed since it held our PID: most likely another holder wrote theirs.
         Some(memo) if memo.ours && memo.seen != seen => false,
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
-        _ => seen.len == len && contains(file, text),
+        _ => seen.len == len && contains(file, &[text, name.as_bytes(), b"\n"]),
     };
     if !ours && mine {
         // The PID is information, never authority: failing to record it (a full disk, a
         // quota) must not fail the lock, which we hold. Only written into a file of our own.
-        // Only a longer previous PID needs cutting; a fresh (empty) file already has the length.
-        if write_at(file, text, PID_OFFSET).is_ok() && seen.len > len {
+        // Only a longer previous record needs cutting; a fresh (empty) file already has the
+        // length.
+        if write_at(file, &record(text, name), PID_OFFSET).is_ok() && seen.len > len {
             let _ = file.set_len(len);
         }
     }
     Ok(Stamped::Held(Some(Memo::new(seen, looked_up, ours, mine))))
 }
 
-/// True if the file holds `text` at the PID's offset.
-fn contains(file: &File, text: &[u8]) -> bool {
-    let mut current = [0u8; 11];
-    let current = &mut current[..text.len()];
-    read_at(file, current, PID_OFFSET).ok() == Some(text.len()) && current == text
+/// True if the file holds `parts`, one after the other, from the PID's offset on.
+fn contains(file: &File, parts: &[&[u8]]) -> bool {
+    let mut offset = PID_OFFSET;
+    const CHUNK: usize = 64;
+    let mut current = [0u8; CHUNK];
+    for chunk in parts.iter().flat_map(|part| part.chunks(CHUNK)) {
+        let current = &mut current[..chunk.len()];
+        if read_at(file, current, offset).ok() != Some(chunk.len()) || current != chunk {
+            return false;
+        }
+        offset += chunk.len() as u64;
+    }
+    true
+}
+
+/// The file's record (see [`PID_OFFSET`]): the PID line `pid_text`, then `name` and a newline.
+fn record(pid_text: &[u8], name: &str) -> Vec<u8> {
+    let mut record = Vec::with_capacity(pid_text.len() + name.len() + 1);
+    record.extend_from_slice(pid_text);
+    record.extend_from_slice(name.as_bytes());
+    record.push(b'\n');
+    record
+}
+
+/// The PID and the lock's name recorded in the file, as far as they can be read (see
+/// [`PID_OFFSET`]; a file written by a version that recorded no name has none). At most 64 kB
+/// is read.
+pub(crate) fn read_record(file: &File) -> (Option<u32>, Option<String>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match read_at(file, &mut buf[len..], PID_OFFSET + len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let buf = &buf[..len];
+    let (pid, name) = match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => (&buf[..end], Some(&buf[end + 1..])),
+        None => (buf, None),
+    };
+    let pid = std::str::from_utf8(pid)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let name = name
+        .and_then(|name| name.strip_suffix(b"\n"))
+        .filter(|name| !name.is_empty())
+        .and_then(|name| String::from_utf8(name.to_vec()).ok());
+    (pid, name)
 }
 
 /// `pid` as decimal text and a newline, without allocating (this is on every acquisition).
@@ -513,6 +589,17 @@ pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<us
 /// inspect (another user's, or exited) are kept: a holder is information, never authority.
 #[cfg(target_os = "linux")]
 pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
+    Some(
+        kernel_holds(file)?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect(),
+    )
+}
+
+/// [`kernel_holders`], with how each holds the lock.
+#[cfg(target_os = "linux")]
+pub(crate) fn kernel_holds(file: &File) -> Option<Vec<(u32, Share)>> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
     let (dev, ino) = (meta.dev(), meta.ino());
@@ -525,14 +612,18 @@ pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
             if fields.next()? != "FLOCK" {
                 return None;
             }
-            let mut fields = fields.skip(2);
-            Some((fields.next()?, fields.next()?))
+            let mut fields = fields.skip(1);
+            let share = match fields.next()? {
+                "READ" => Share::Shared,
+                _ => Share::Exclusive,
+            };
+            Some((fields.next()?, fields.next()?, share))
         })
     };
     let ours = id(rustix::fs::major(dev), rustix::fs::minor(dev));
     let ino_text = ino.to_string();
-    let elsewhere = !flocks().any(|(_, id)| id == ours)
-        && flocks().any(|(_, id)| id.rsplit(':').next() == Some(ino_text.as_str()));
+    let elsewhere = !flocks().any(|(_, id, _)| id == ours)
+        && flocks().any(|(_, id, _)| id.rsplit(':').next() == Some(ino_text.as_str()));
     let want = if elsewhere {
         let (major, minor) = superblock_device(file)?;
         id(major, minor)
@@ -540,8 +631,8 @@ pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
         ours
     };
     let pids = flocks()
-        .filter(|(_, id)| *id == want)
-        .filter_map(|(pid, _)| pid.parse().ok());
+        .filter(|(_, id, _)| *id == want)
+        .filter_map(|(pid, _, share)| Some((pid.parse().ok()?, share)));
     if !elsewhere {
         return Some(pids.collect());
     }
@@ -552,7 +643,10 @@ pub(crate) fn kernel_holders(file: &File) -> Option<Vec<u32>> {
                 std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
             }))
         };
-    Some(pids.filter(|pid| has_open(*pid) != Some(false)).collect())
+    Some(
+        pids.filter(|(pid, _)| has_open(*pid) != Some(false))
+            .collect(),
+    )
 }
 
 /// The device of the superblock of `file`'s filesystem, as `/proc/locks` prints it: the
@@ -619,6 +713,11 @@ pub(crate) fn kernel_holders(_file: &File) -> Option<Vec<u32>> {
     None
 }
 
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn kernel_holds(_file: &File) -> Option<Vec<(u32, Share)>> {
+    None
+}
+
 /// Best knowledge of who holds a lock that is taken.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Holder {
@@ -658,11 +757,12 @@ pub(crate) fn holder_pid(file: &File) -> Option<u32> {
     holder(file).pid
 }
 
-/// Writes `pid` as the holder's (a new file that nobody else can have yet).
+/// Writes `pid` as the holder's, and the lock's `name` (a new file that nobody else can have
+/// yet).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub(crate) fn write_pid(file: &File, pid: u32) {
+pub(crate) fn write_record(file: &File, pid: u32, name: &str) {
     let mut buf = [0u8; 11];
-    let _ = write_at(file, pid_line(pid, &mut buf), PID_OFFSET);
+    let _ = write_at(file, &record(pid_line(pid, &mut buf), name), PID_OFFSET);
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ fn open(place: &Place<'_>, state_path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
     let name = state_path.file_name().unwrap_or_default();
     let file = os::open_at(&dir.fd, name, dir.file_mode)?;
-    match os::trusted(&file) {
+    match os::own_writable(&file) {
         Ok(()) => Ok(file),
         Err(reason) => Err(io::Error::new(io::ErrorKind::PermissionDenied, reason)),
     }

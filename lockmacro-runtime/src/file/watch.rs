@@ -622,7 +622,7 @@ mod imp {
         if !os::try_lock(&file, share).unwrap_or(false) {
             return Err(lost(", and the new file could not be locked"));
         }
-        os::write_pid(&file, crate::pid::current());
+        os::write_record(&file, crate::pid::current(), &place.name);
         let name = place.path.file_name().unwrap_or_default();
         let source = format!("/proc/self/fd/{}", file.as_raw_fd());
         match rustix::fs::linkat(CWD, &source, &dir.fd, name, AtFlags::SYMLINK_FOLLOW) {
