@@ -39,6 +39,8 @@ pub(crate) struct Request {
     pub(crate) share: Share,
     pub(crate) announce: Announce,
     pub(crate) on_lost: OnLost,
+    /// How many may hold the lock at once (`Lock::slots`); 1 is a plain lock.
+    pub(crate) slots: u32,
 }
 
 impl Request {
@@ -48,6 +50,7 @@ impl Request {
             share: Share::Exclusive,
             announce: Announce::Quiet,
             on_lost: OnLost::Exit,
+            slots: 1,
         }
     }
 }

@@ -60,7 +60,7 @@ impl Acquire {
 
     fn got(&mut self, hold: Hold) -> Poll<Result<Hold, Error>> {
         self.notice = None;
-        trace::acquired(self.spec.about(), self.since);
+        self.spec.acquired(self.since);
         Poll::Ready(Ok(hold))
     }
 

@@ -3,6 +3,9 @@
 //! It takes a [`Spec`] and returns a [`Hold`]; it never sees `Lock` or `LockGuard`. Inside,
 //! from the top down:
 //!
+//! - `fair`: who goes next: the writers' gate (a waiting exclusive acquirer holds it, so new
+//!   readers wait behind it) and the N slot files of `Lock::slots`, composed of acquisitions of
+//!   this module;
 //! - this module: one acquisition (admission among this process's threads, the kernel lock,
 //!   the identity check, the PID), the release, and `holder`;
 //! - `future`: the same acquisition as a future;
@@ -14,6 +17,7 @@
 //! - `fork`: lock descriptors a forked child must not keep; `os`: the system calls on one file.
 
 mod dir;
+pub(crate) mod fair;
 mod fork;
 mod fstype;
 pub(crate) mod future;
@@ -67,6 +71,31 @@ pub(crate) struct Spec {
     /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
     /// check (the call chain).
     key: OnceArc<Location>,
+    /// An internal file of the lock (its gate, a slot file, see `fair`): it emits no events
+    /// and no waiting notice (the lock's own acquisition does).
+    quiet: bool,
+    /// The gate and slot files' specs, made once (see `fair`).
+    companions: Companions,
+}
+
+/// The specs of a lock's internal files (see `fair`): the gate, taken shared to pass it and
+/// exclusive to wait at it, and the slot files of `Lock::slots`.
+#[derive(Debug)]
+pub(crate) struct Files {
+    pub(crate) gate_shared: Arc<Spec>,
+    pub(crate) gate_exclusive: Arc<Spec>,
+    pub(crate) slots: Vec<Arc<Spec>>,
+}
+
+/// A cache of [`Files`] that a changed copy of the spec does not inherit: a builder method
+/// changes the copy, and the companions are made again from it.
+#[derive(Debug, Default)]
+struct Companions(OnceArc<Files>);
+
+impl Clone for Companions {
+    fn clone(&self) -> Self {
+        Companions::default()
+    }
 }
 
 /// What events show as the lock's place: its path.
@@ -110,13 +139,96 @@ impl Spec {
             cleanup: Cleanup::Keep,
             slot: OnceArc::new(),
             key: OnceArc::new(),
+            quiet: false,
+            companions: Companions::default(),
         }
+    }
+
+    /// An internal file of this lock: the path with `suffix` appended, same directory and
+    /// rules, taken as `share`; quiet (see `Spec::quiet`).
+    fn companion(&self, suffix: &str, share: Share, cleanup: Cleanup, on_lost: OnLost) -> Spec {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(suffix);
+        let mut request = self.request.clone();
+        request.share = share;
+        request.slots = 1;
+        request.announce = Announce::Quiet;
+        request.on_lost = on_lost;
+        Spec {
+            request,
+            dir: self.dir.clone(),
+            kind: self.kind,
+            path: Arc::new(PathBuf::from(path)),
+            cleanup,
+            slot: OnceArc::new(),
+            key: OnceArc::new(),
+            quiet: true,
+            companions: Companions::default(),
+        }
+    }
+
+    /// The gate (`<file>.gate`, kept, never lost with an exit: it only orders waiters) and,
+    /// with `Lock::slots(n)`, the slot files `<file>.1` to `<file>.n`, which are this lock's
+    /// files in every other respect (`cleanup`, `on_lost`).
+    pub(crate) fn companions(&self) -> Arc<Files> {
+        self.companions.0.get_or_init(|| {
+            let gate =
+                |share| Arc::new(self.companion(".gate", share, Cleanup::Keep, OnLost::Report));
+            let n = if self.request.slots > 1 {
+                self.request.slots
+            } else {
+                0
+            };
+            let slots = (1..=n)
+                .map(|k| {
+                    let suffix = format!(".{k}");
+                    let spec = self.companion(
+                        &suffix,
+                        Share::Exclusive,
+                        self.cleanup,
+                        self.request.on_lost,
+                    );
+                    Arc::new(spec)
+                })
+                .collect();
+            Arc::new(Files {
+                gate_shared: gate(Share::Shared),
+                gate_exclusive: gate(Share::Exclusive),
+                slots,
+            })
+        })
+    }
+
+    /// One attempt that never waits for another process: the hold, or `None` if the lock is
+    /// taken (or another thread of this process is in the way). Quiet: no event, no notice.
+    pub(crate) fn try_once(self: &Arc<Self>) -> Result<Option<Hold>, Error> {
+        let slot = &self.slot();
+        let mut stale = 0u32;
+        loop {
+            match self.attempt(slot, Deadline::Now, IfTaken::GiveUp)? {
+                Attempt::Got(hold) => return Ok(Some(hold)),
+                Attempt::Busy => return Ok(None),
+                Attempt::Stale => stale = self.count_stale(stale)?,
+                Attempt::Admitted(..) => {
+                    // Not with `GiveUp`; never leave an admission taken.
+                    slot.released();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Whether this process keeps the file open, or it exists: a gate that does not exist has
+    /// never been waited at, so there is nothing to pass.
+    pub(crate) fn may_exist(&self) -> bool {
+        self.slot().cached_file().is_some() || std::fs::symlink_metadata(&*self.path).is_ok()
     }
 
     /// The same lock in another directory.
     pub(crate) fn in_dir(&self, dir: PathBuf) -> Spec {
         let mut spec = Spec::new(self.request.clone(), Some(dir));
         spec.cleanup = self.cleanup;
+        spec.quiet = self.quiet;
         spec
     }
 
@@ -154,8 +266,35 @@ impl Spec {
         self.request.on_lost == OnLost::Exit
     }
 
-    /// The PID of a process holding the lock now (see `Lock::holder`).
+    /// The PIDs of the processes holding the lock now (see `Lock::holders`): one per held slot
+    /// file with `Lock::slots`, else every holder the kernel lists (Linux), else `holder`.
+    pub(crate) fn holders(&self) -> Result<Vec<u32>, Error> {
+        if self.request.slots > 1 {
+            let mut pids = Vec::new();
+            for slot in &self.companions().slots {
+                pids.extend(slot.holder()?);
+            }
+            return Ok(pids);
+        }
+        let Some(f) =
+            fork::open_existing(&self.path).map_err(|e| self.io_error("open lock file", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        if let Some(mut pids) = os::kernel_holders(&f) {
+            pids.sort_unstable();
+            pids.dedup();
+            return Ok(pids);
+        }
+        Ok(self.holder()?.into_iter().collect())
+    }
+
+    /// The PID of a process holding the lock now (see `Lock::holder`); with `Lock::slots`, of
+    /// one of them.
     pub(crate) fn holder(&self) -> Result<Option<u32>, Error> {
+        if self.request.slots > 1 {
+            return Ok(self.holders()?.first().copied());
+        }
         let Some(f) =
             fork::open_existing(&self.path).map_err(|e| self.io_error("open lock file", e))?
         else {
@@ -200,14 +339,21 @@ impl Spec {
         let since = trace::Since::now();
         let result = self.acquire_loop(deadline);
         if result.is_ok() {
-            trace::acquired(self.about(), since);
+            self.acquired(since);
         }
         result
     }
 
+    /// The `acquired` event (not for a quiet spec).
+    fn acquired(&self, since: trace::Since) {
+        if !self.quiet {
+            trace::acquired(self.about(), since);
+        }
+    }
+
     /// The first time an acquisition finds the lock taken: the `contended` event.
     fn contended(&self) {
-        if trace::wants_contended() {
+        if !self.quiet && trace::wants_contended() {
             trace::contended(self.about(), self.holder_info().pid);
         }
     }
@@ -215,7 +361,7 @@ impl Spec {
     /// The `contended` event, and the waiting notice if asked for (cancelled when dropped).
     fn contended_waiting(self: &Arc<Self>) -> Option<Notice> {
         self.contended();
-        if self.request.announce != Announce::LongWaits {
+        if self.quiet || self.request.announce != Announce::LongWaits {
             return None;
         }
         let spec = Arc::clone(self);
@@ -482,6 +628,12 @@ impl Spec {
 
     /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.
     fn holder_info(&self) -> os::Holder {
+        if self.request.slots > 1 {
+            return os::Holder {
+                pid: self.holder().ok().flatten(),
+                ..os::Holder::default()
+            };
+        }
         let f = match self.slot().cached_file() {
             Some(f) => f,
             None => match fork::open_existing(&self.path) {
@@ -502,7 +654,9 @@ impl Spec {
 
     fn timeout_error(&self, timeout: Duration) -> Error {
         let holder = self.holder_info();
-        trace::timed_out(self.about(), timeout, holder.pid);
+        if !self.quiet {
+            trace::timed_out(self.about(), timeout, holder.pid);
+        }
         Error::Timeout {
             name: self.request.name.clone(),
             at: Location::File(self.path.to_path_buf()),
