@@ -41,6 +41,7 @@ use super::{Hold, Spec};
 use crate::deadline::Deadline;
 use crate::error::{Error, Location};
 use crate::hooks;
+use crate::notice::Notice;
 use crate::request::Share;
 use crate::trace;
 
@@ -54,8 +55,11 @@ pub(crate) fn acquire(spec: &Arc<Spec>, deadline: Deadline) -> Result<Hold, Erro
     }
     match spec.request.share {
         Share::Shared => {
-            pass_blocking(spec, deadline)?;
-            spec.acquire(deadline)
+            let since = trace::Since::now();
+            let waited = pass_blocking(spec, deadline)?;
+            let hold = spec.acquire_loop(deadline, waited.is_some())?;
+            spec.acquired(since);
+            Ok(hold)
         }
         Share::Exclusive if deadline == Deadline::Now => spec.acquire(deadline),
         Share::Exclusive => {
@@ -64,14 +68,19 @@ pub(crate) fn acquire(spec: &Arc<Spec>, deadline: Deadline) -> Result<Hold, Erro
                 spec.acquired(since);
                 return Ok(hold);
             }
+            // The whole wait, at the gate and for the lock, is one wait: one event, one notice.
+            let _notice = spec.contended_waiting();
             let gate = if gate_broken() {
                 None
             } else {
                 let gate = &spec.companions().gate_exclusive;
-                Some(gate.acquire_loop(deadline).map_err(|e| for_lock(spec, e))?)
+                Some(
+                    gate.acquire_loop(deadline, false)
+                        .map_err(|e| for_lock(spec, e))?,
+                )
             };
             hooks::gate_log("queued");
-            let hold = spec.acquire_loop(deadline)?;
+            let hold = spec.acquire_loop(deadline, true)?;
             hooks::gate_log("entered");
             drop(gate);
             spec.acquired(since);
@@ -88,10 +97,10 @@ pub(crate) fn acquire_async(spec: &Arc<Spec>, deadline: Deadline) -> Acquiring {
     }
     Box::pin(async move {
         match spec.request.share {
-            Share::Shared => {
-                pass(&spec, deadline).await?;
-                Acquire::new(&spec, deadline).await
-            }
+            Share::Shared => match pass(&spec, deadline).await? {
+                None => Acquire::new(&spec, deadline).await,
+                Some(_notice) => Acquire::contended(&spec, deadline).await,
+            },
             Share::Exclusive if deadline == Deadline::Now => Acquire::new(&spec, deadline).await,
             Share::Exclusive => {
                 let since = trace::Since::now();
@@ -99,8 +108,9 @@ pub(crate) fn acquire_async(spec: &Arc<Spec>, deadline: Deadline) -> Acquiring {
                     spec.acquired(since);
                     return Ok(hold);
                 }
+                let _notice = spec.contended_waiting();
                 let gate = queue(&spec, deadline).await?;
-                let hold = Acquire::new(&spec, deadline).await?;
+                let hold = Acquire::contended(&spec, deadline).await?;
                 hooks::gate_log("entered");
                 drop(gate);
                 Ok(hold)
@@ -125,7 +135,7 @@ async fn slots(spec: Arc<Spec>, deadline: Deadline) -> Result<Hold, Error> {
     }
     let since = trace::Since::now();
     let files = spec.companions();
-    pass(&spec, deadline).await?;
+    let waited = pass(&spec, deadline).await?;
     for slot in &files.slots {
         if let Some(hold) = slot.try_once()? {
             spec.acquired(since);
@@ -136,7 +146,10 @@ async fn slots(spec: Arc<Spec>, deadline: Deadline) -> Result<Hold, Error> {
         spec.contended();
         return Err(spec.held_error());
     }
-    let _notice = spec.contended_waiting();
+    let _notice = match waited {
+        Some(notice) => notice,
+        None => spec.contended_waiting(),
+    };
     let gate = queue(&spec, deadline).await?;
     let waits = files
         .slots
@@ -163,34 +176,44 @@ async fn queue(spec: &Arc<Spec>, deadline: Deadline) -> Result<Option<Hold>, Err
     Ok(gate)
 }
 
-/// Passes the gate: waits while a waiter holds it (`Now`: fails with `Held`).
-async fn pass(spec: &Arc<Spec>, deadline: Deadline) -> Result<(), Error> {
+/// Passes the gate: waits while a waiter holds it (`Now`: fails with `Held`). If it had to
+/// wait, the lock counts as contended: `Some`, with the waiting notice to keep armed for the
+/// rest of the wait.
+async fn pass(spec: &Arc<Spec>, deadline: Deadline) -> Result<Option<Option<Notice>>, Error> {
     let Some(gate) = gate_to_pass(spec) else {
-        return Ok(());
+        return Ok(None);
     };
-    match gate.try_once()? {
-        Some(hold) => drop(hold),
-        None if deadline == Deadline::Now => return Err(queued_error(spec, &gate)),
-        None => drop(
-            Acquire::new(&gate, deadline)
-                .await
-                .map_err(|e| for_lock(spec, e))?,
-        ),
+    if let Some(hold) = gate.try_once()? {
+        drop(hold);
+        return Ok(None);
     }
-    Ok(())
+    if deadline == Deadline::Now {
+        return Err(queued_error(spec, &gate));
+    }
+    let notice = spec.contended_waiting();
+    let hold = Acquire::new(&gate, deadline).await;
+    drop(hold.map_err(|e| for_lock(spec, e))?);
+    Ok(Some(notice))
 }
 
 /// [`pass`], blocking the thread.
-fn pass_blocking(spec: &Arc<Spec>, deadline: Deadline) -> Result<(), Error> {
+fn pass_blocking(spec: &Arc<Spec>, deadline: Deadline) -> Result<Option<Option<Notice>>, Error> {
     let Some(gate) = gate_to_pass(spec) else {
-        return Ok(());
+        return Ok(None);
     };
-    match gate.try_once()? {
-        Some(hold) => drop(hold),
-        None if deadline == Deadline::Now => return Err(queued_error(spec, &gate)),
-        None => drop(gate.acquire_loop(deadline).map_err(|e| for_lock(spec, e))?),
+    if let Some(hold) = gate.try_once()? {
+        drop(hold);
+        return Ok(None);
     }
-    Ok(())
+    if deadline == Deadline::Now {
+        return Err(queued_error(spec, &gate));
+    }
+    let notice = spec.contended_waiting();
+    drop(
+        gate.acquire_loop(deadline, false)
+            .map_err(|e| for_lock(spec, e))?,
+    );
+    Ok(Some(notice))
 }
 
 /// The gate's shared spec, unless there is nothing to pass.

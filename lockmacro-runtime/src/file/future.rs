@@ -52,6 +52,14 @@ impl Acquire {
         }
     }
 
+    /// The same, for a caller that already found the lock taken, sent the event and armed the
+    /// notice (see `fair`).
+    pub(crate) fn contended(spec: &Arc<Spec>, deadline: Deadline) -> Acquire {
+        let mut acquire = Acquire::new(spec, deadline);
+        acquire.contended = true;
+        acquire
+    }
+
     fn contention(&mut self) {
         if !std::mem::replace(&mut self.contended, true) {
             self.notice = self.spec.contended_waiting();

@@ -71,9 +71,8 @@ pub(crate) struct Spec {
     /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
     /// check (the call chain).
     key: OnceArc<Location>,
-    /// An internal file of the lock (its gate, a slot file, see `fair`): it emits no events
-    /// and no waiting notice (the lock's own acquisition does).
-    quiet: bool,
+    /// The lock's own file, or one of its internal files (see `fair`).
+    role: Role,
     /// The gate and slot files' specs, made once (see `fair`).
     companions: Companions,
 }
@@ -85,6 +84,32 @@ pub(crate) struct Files {
     pub(crate) gate_shared: Arc<Spec>,
     pub(crate) gate_exclusive: Arc<Spec>,
     pub(crate) slots: Vec<Arc<Spec>>,
+}
+
+/// What a lock file is to its lock. Internal files emit no events and no waiting notice (the
+/// lock's own acquisition does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The lock file.
+    Lock,
+    /// A slot file of `Lock::slots`: the lock itself for its holder (watched, kept open).
+    Slot,
+    /// The gate, passed shared: kept open, so that passing is a lock cycle on a kept
+    /// descriptor; never watched (a gate removed while held only lets a reader through).
+    PassGate,
+    /// The gate, held by a waiter: closed again on release (a process that waits only now and
+    /// then keeps no second descriptor); never watched.
+    WaitGate,
+}
+
+impl Role {
+    fn quiet(self) -> bool {
+        self != Role::Lock
+    }
+
+    fn watched(self) -> bool {
+        matches!(self, Role::Lock | Role::Slot)
+    }
 }
 
 /// A cache of [`Files`] that a changed copy of the spec does not inherit: a builder method
@@ -139,14 +164,21 @@ impl Spec {
             cleanup: Cleanup::Keep,
             slot: OnceArc::new(),
             key: OnceArc::new(),
-            quiet: false,
+            role: Role::Lock,
             companions: Companions::default(),
         }
     }
 
     /// An internal file of this lock: the path with `suffix` appended, same directory and
-    /// rules, taken as `share`; quiet (see `Spec::quiet`).
-    fn companion(&self, suffix: &str, share: Share, cleanup: Cleanup, on_lost: OnLost) -> Spec {
+    /// rules, taken as `share`.
+    fn companion(
+        &self,
+        suffix: &str,
+        role: Role,
+        share: Share,
+        cleanup: Cleanup,
+        on_lost: OnLost,
+    ) -> Spec {
         let mut path = self.path.as_os_str().to_owned();
         path.push(suffix);
         let mut request = self.request.clone();
@@ -162,7 +194,7 @@ impl Spec {
             cleanup,
             slot: OnceArc::new(),
             key: OnceArc::new(),
-            quiet: true,
+            role,
             companions: Companions::default(),
         }
     }
@@ -172,8 +204,9 @@ impl Spec {
     /// files in every other respect (`cleanup`, `on_lost`).
     pub(crate) fn companions(&self) -> Arc<Files> {
         self.companions.0.get_or_init(|| {
-            let gate =
-                |share| Arc::new(self.companion(".gate", share, Cleanup::Keep, OnLost::Report));
+            let gate = |role, share| {
+                Arc::new(self.companion(".gate", role, share, Cleanup::Keep, OnLost::Report))
+            };
             let n = if self.request.slots > 1 {
                 self.request.slots
             } else {
@@ -184,6 +217,7 @@ impl Spec {
                     let suffix = format!(".{k}");
                     let spec = self.companion(
                         &suffix,
+                        Role::Slot,
                         Share::Exclusive,
                         self.cleanup,
                         self.request.on_lost,
@@ -192,8 +226,8 @@ impl Spec {
                 })
                 .collect();
             Arc::new(Files {
-                gate_shared: gate(Share::Shared),
-                gate_exclusive: gate(Share::Exclusive),
+                gate_shared: gate(Role::PassGate, Share::Shared),
+                gate_exclusive: gate(Role::WaitGate, Share::Exclusive),
                 slots,
             })
         })
@@ -228,7 +262,7 @@ impl Spec {
     pub(crate) fn in_dir(&self, dir: PathBuf) -> Spec {
         let mut spec = Spec::new(self.request.clone(), Some(dir));
         spec.cleanup = self.cleanup;
-        spec.quiet = self.quiet;
+        spec.role = self.role;
         spec
     }
 
@@ -337,7 +371,7 @@ impl Spec {
     /// The synchronous acquisition (the nested-call check is the caller's).
     pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
         let since = trace::Since::now();
-        let result = self.acquire_loop(deadline);
+        let result = self.acquire_loop(deadline, false);
         if result.is_ok() {
             self.acquired(since);
         }
@@ -346,14 +380,14 @@ impl Spec {
 
     /// The `acquired` event (not for a quiet spec).
     fn acquired(&self, since: trace::Since) {
-        if !self.quiet {
+        if !self.role.quiet() {
             trace::acquired(self.about(), since);
         }
     }
 
     /// The first time an acquisition finds the lock taken: the `contended` event.
     fn contended(&self) {
-        if !self.quiet && trace::wants_contended() {
+        if !self.role.quiet() && trace::wants_contended() {
             trace::contended(self.about(), self.holder_info().pid);
         }
     }
@@ -361,7 +395,7 @@ impl Spec {
     /// The `contended` event, and the waiting notice if asked for (cancelled when dropped).
     fn contended_waiting(self: &Arc<Self>) -> Option<Notice> {
         self.contended();
-        if self.quiet || self.request.announce != Announce::LongWaits {
+        if self.role.quiet() || self.request.announce != Announce::LongWaits {
             return None;
         }
         let spec = Arc::clone(self);
@@ -389,16 +423,18 @@ impl Spec {
         }
     }
 
-    fn acquire_loop(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
+    /// `contended`: the caller already found the lock taken, sent the event and armed the
+    /// notice (see `fair`).
+    fn acquire_loop(self: &Arc<Self>, deadline: Deadline, contended: bool) -> Result<Hold, Error> {
         // Held for the whole acquisition, and by the hold after it (in a forked child nothing
         // else keeps the child's own slot alive).
         let slot = &self.slot();
         let mut stale = 0u32;
-        let mut contended = false;
+        let mut contended = contended;
         // Armed for the whole wait, however many rounds it takes; cancelled on return.
         let mut _notice = None;
         let announce = self.request.announce == Announce::LongWaits;
-        if deadline == Deadline::Never && (announce || trace::wants_contended()) {
+        if !contended && deadline == Deadline::Never && (announce || trace::wants_contended()) {
             // A blocking wait contends inside the kernel call, out of sight: look first.
             match self.attempt(slot, Deadline::Now, IfTaken::GiveUp)? {
                 Attempt::Got(hold) => return Ok(hold),
@@ -581,7 +617,7 @@ impl Spec {
         } else {
             os::Identity::Check
         };
-        if !memo.is_some_and(|memo| memo.may_vouch()) {
+        if self.role.watched() && !memo.is_some_and(|memo| memo.may_vouch()) {
             // A full lookup follows: only what the watch sees from now on concerns this hold.
             watch::hold_begins(&**slot);
         }
@@ -596,7 +632,7 @@ impl Spec {
                 if now != memo {
                     slot.remember(now);
                 }
-                slot.locked(self.request.share, self.exit_on_lost());
+                slot.locked(self.request.share, self.exit_on_lost(), self.role.watched());
                 Ok(Attempt::Got(Hold::new(self, slot, pid)))
             }
             Ok(Stamped::Stale) => Ok(Attempt::Stale),
@@ -654,7 +690,7 @@ impl Spec {
 
     fn timeout_error(&self, timeout: Duration) -> Error {
         let holder = self.holder_info();
-        if !self.quiet {
+        if !self.role.quiet() {
             trace::timed_out(self.about(), timeout, holder.pid);
         }
         Error::Timeout {
@@ -766,8 +802,8 @@ impl Hold {
             drop(f);
             return result.map_err(|e| spec.io_error("remove lock file", e));
         }
-        if !os::unlock(&f) {
-            slot.discard_file(); // closing releases it instead
+        if !os::unlock(&f) || spec.role == Role::WaitGate {
+            slot.discard_file(); // closing releases it instead (or closes the waiter's gate)
         }
         Ok(())
     }
