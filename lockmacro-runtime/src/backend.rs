@@ -106,7 +106,9 @@ impl Backend {
 
     pub(crate) fn acquire(&self, deadline: Deadline) -> Result<Hold, Error> {
         match self {
-            Backend::File(spec) => spec.acquire(deadline).map(Hold::File),
+            Backend::File(spec) => file::fair::acquire(spec, deadline)
+                .and_then(|hold| spec.recorded(hold))
+                .map(Hold::File),
             #[cfg(feature = "postgres")]
             Backend::Postgres(spec) => spec.acquire(deadline).map(Hold::Postgres),
         }
@@ -114,7 +116,9 @@ impl Backend {
 
     pub(crate) fn acquire_async(&self, deadline: Deadline) -> Acquire {
         match self {
-            Backend::File(spec) => Acquire::File(file::future::Acquire::new(spec, deadline)),
+            Backend::File(spec) => {
+                Acquire::File(file::fair::acquire_async(spec, deadline), Arc::clone(spec))
+            }
             #[cfg(feature = "postgres")]
             Backend::Postgres(spec) => Acquire::Postgres(Box::pin(spec.acquire_async(deadline))),
         }
@@ -127,11 +131,20 @@ impl Backend {
             Backend::Postgres(spec) => spec.holder(),
         }
     }
+
+    pub(crate) fn holders(&self) -> Result<Vec<u32>, Error> {
+        match self {
+            Backend::File(spec) => spec.holders(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(spec) => Ok(spec.holder()?.into_iter().collect()),
+        }
+    }
 }
 
 /// The future of [`Backend::acquire_async`].
 pub(crate) enum Acquire {
-    File(file::future::Acquire),
+    /// The acquisition, and the lock to record its start in (`file::Spec::recorded`).
+    File(file::fair::Acquiring, Arc<file::Spec>),
     #[cfg(feature = "postgres")]
     Postgres(Pin<Box<dyn Future<Output = Result<postgres::Hold, Error>> + Send>>),
 }
@@ -139,7 +152,7 @@ pub(crate) enum Acquire {
 impl std::fmt::Debug for Acquire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Acquire::File(acquire) => acquire.fmt(f),
+            Acquire::File(..) => f.write_str("Acquire::File"),
             #[cfg(feature = "postgres")]
             Acquire::Postgres(_) => f.write_str("Acquire::Postgres"),
         }
@@ -151,7 +164,11 @@ impl Future for Acquire {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Acquire::File(acquire) => Pin::new(acquire).poll(cx).map_ok(Hold::File),
+            Acquire::File(acquire, spec) => acquire
+                .as_mut()
+                .poll(cx)
+                .map(|got| got.and_then(|hold| spec.recorded(hold)))
+                .map_ok(Hold::File),
             #[cfg(feature = "postgres")]
             Acquire::Postgres(acquire) => acquire.as_mut().poll(cx).map_ok(Hold::Postgres),
         }

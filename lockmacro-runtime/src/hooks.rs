@@ -7,6 +7,10 @@
 //! - `LOCKMACRO_TEST_FS_MAGIC=0x6969`: pretend the lock directory has this `statfs` type.
 //! - `LOCKMACRO_TEST_SYSTEM_DIR=/some/dir`: use this as the system directory (`Lock::system`),
 //!   so that tests never touch the machine's `/run/lock/lockmacro`.
+//! - `LOCKMACRO_TEST_BREAK=no-gate`: waiters neither hold nor pass the gate (`file::fair`).
+//! - `LOCKMACRO_TEST_GATE_LOG=<file>`: a waiter appends `queued <pid>` when it announces itself
+//!   (holds the gate, or would with `no-gate`) and `entered <pid>` once it holds the lock,
+//!   before it lets go of the gate, so a test can count who entered in between.
 //!
 //! It also counts the acquisitions that skipped the path lookup on a memo (`file::Memo`), so
 //! that the tests of that fast path can show they exercised it.
@@ -43,6 +47,24 @@ mod imp {
             .map(Into::into)
     }
 
+    pub(crate) fn gate_log(event: &str) {
+        use std::io::Write;
+        static LOG: OnceLock<Option<String>> = OnceLock::new();
+        let Some(path) = LOG
+            .get_or_init(|| std::env::var("LOCKMACRO_TEST_GATE_LOG").ok())
+            .as_deref()
+        else {
+            return;
+        };
+        let line = format!("{event} {}\n", std::process::id());
+        // One `write` on an `O_APPEND` file: lines of several processes never interleave.
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+
     pub(crate) fn fs_magic() -> Option<u64> {
         let text = std::env::var("LOCKMACRO_TEST_FS_MAGIC").ok()?;
         u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
@@ -68,8 +90,10 @@ mod imp {
     pub(crate) fn system_dir() -> Option<std::path::PathBuf> {
         None
     }
+
+    pub(crate) fn gate_log(_event: &str) {}
 }
 
 #[cfg(lockmacro_test_hooks)]
 pub(crate) use imp::vouched_count;
-pub(crate) use imp::{broken, fs_magic, system_dir, vouched};
+pub(crate) use imp::{broken, fs_magic, gate_log, system_dir, vouched};

@@ -201,6 +201,40 @@ impl Lock {
         self
     }
 
+    /// Lets up to `n` holders in at once, across processes (a pool of workers sharing `n`
+    /// licences, a semaphore: portalocker's `BoundedSemaphore`). `1`, the default, is a plain
+    /// lock; `0` is taken as `1`. Every acquisition works as for a plain lock (try, wait,
+    /// timeout, async, the nested-call check), and waiting is fair: once a waiter is first in
+    /// line, no newcomer takes a slot before it (see the README's "N at a time" for the exact
+    /// bound). [`holders`](Lock::holders) lists the holders; [`holder`](Lock::holder) names one.
+    ///
+    /// The lock is `n` files, the lock file's path with `.1` to `.n` appended, each with one
+    /// holder at most, and a gate file (`.gate`) where waiters line up: every user of the lock
+    /// must ask for the same `n`, and a plain lock of the same name is another lock. Exclusive
+    /// only: acquiring a [`shared`](Lock::shared) lock with slots fails with [`Error::Io`]
+    /// (`Unsupported`); so does a [`postgres`](Lock::postgres) lock with slots
+    /// ([`Error::Postgres`]).
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-slots");
+    /// let renderers = Lock::new("render").dir(&dir).slots(2);
+    /// let first = renderers.try_acquire()?;
+    /// let second = renderers.try_acquire()?; // two at a time
+    /// assert!(renderers.try_acquire().unwrap_err().is_contended()); // not three
+    /// assert_eq!(renderers.holders()?, vec![std::process::id(); 2]);
+    /// drop(first);
+    /// let _third = renderers.try_acquire()?; // a slot is free again
+    /// # drop(second);
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    #[must_use]
+    pub fn slots(mut self, n: u32) -> Lock {
+        self.backend.request_mut().slots = n.max(1);
+        self
+    }
+
     /// Prints one line to stderr when a wait for this lock lasts more than about a second, the
     /// way cargo prints "Blocking waiting for file lock", so that a person watching a stuck
     /// program knows why:
@@ -586,6 +620,26 @@ impl Lock {
     /// ```
     pub fn holder(&self) -> Result<Option<u32>, Error> {
         self.backend.holder()
+    }
+
+    /// The PIDs of the processes holding the lock now, empty if nobody does: with
+    /// [`slots`](Lock::slots), one entry per held slot (a process holding two slots is listed
+    /// twice); for a shared lock every shared holder (on Linux, where the kernel lists them;
+    /// elsewhere the one [`holder`](Lock::holder) finds); for a PostgreSQL lock, `holder()`.
+    ///
+    /// ```
+    /// use lockmacro_runtime::Lock;
+    ///
+    /// let dir = std::env::temp_dir().join("lockmacro-doc-holders");
+    /// let pool = Lock::new("workers").dir(&dir).slots(3);
+    /// assert!(pool.holders()?.is_empty());
+    /// let _guard = pool.acquire()?;
+    /// assert_eq!(pool.holders()?, [std::process::id()]);
+    /// assert_eq!(pool.holder()?, Some(std::process::id()));
+    /// # Ok::<(), lockmacro_runtime::Error>(())
+    /// ```
+    pub fn holders(&self) -> Result<Vec<u32>, Error> {
+        self.backend.holders()
     }
 
     pub(crate) fn is_shared(&self) -> bool {

@@ -56,6 +56,8 @@ pub(crate) struct Request {
     pub(crate) announce: Announce,
     pub(crate) on_lost: OnLost,
     pub(crate) record: Record,
+    /// How many may hold the lock at once (`Lock::slots`); 1 is a plain lock.
+    pub(crate) slots: u32,
 }
 
 impl Request {
@@ -66,6 +68,7 @@ impl Request {
             announce: Announce::Quiet,
             on_lost: OnLost::Exit,
             record: Record::default(),
+            slots: 1,
         }
     }
 }

@@ -52,6 +52,14 @@ impl Acquire {
         }
     }
 
+    /// The same, for a caller that already found the lock taken, sent the event and armed the
+    /// notice (see `fair`).
+    pub(crate) fn contended(spec: &Arc<Spec>, deadline: Deadline) -> Acquire {
+        let mut acquire = Acquire::new(spec, deadline);
+        acquire.contended = true;
+        acquire
+    }
+
     fn contention(&mut self) {
         if !std::mem::replace(&mut self.contended, true) {
             self.notice = self.spec.contended_waiting();
@@ -60,11 +68,8 @@ impl Acquire {
 
     fn got(&mut self, hold: Hold) -> Poll<Result<Hold, Error>> {
         self.notice = None;
-        let hold = self.spec.recorded(hold);
-        if hold.is_ok() {
-            trace::acquired(self.spec.about(), self.since);
-        }
-        Poll::Ready(hold)
+        self.spec.acquired(self.since);
+        Poll::Ready(Ok(hold))
     }
 
     /// The timeout, if the deadline has passed.

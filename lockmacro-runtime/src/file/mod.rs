@@ -3,6 +3,9 @@
 //! It takes a [`Spec`] and returns a [`Hold`]; it never sees `Lock` or `LockGuard`. Inside,
 //! from the top down:
 //!
+//! - `fair`: who goes next: the writers' gate (a waiting exclusive acquirer holds it, so new
+//!   readers wait behind it) and the N slot files of `Lock::slots`, composed of acquisitions of
+//!   this module;
 //! - this module: one acquisition (admission among this process's threads, the kernel lock,
 //!   the identity check, the PID), the release, and `holder`;
 //! - `future`: the same acquisition as a future;
@@ -16,6 +19,7 @@
 //! - `fork`: lock descriptors a forked child must not keep; `os`: the system calls on one file.
 
 mod dir;
+pub(crate) mod fair;
 mod fork;
 mod fstype;
 pub(crate) mod future;
@@ -72,6 +76,56 @@ pub(crate) struct Spec {
     /// `/run/lock/x` (a symlink), or `a/../b`, are recognised as the same lock by the nested-call
     /// check (the call chain).
     key: OnceArc<Location>,
+    /// The lock's own file, or one of its internal files (see `fair`).
+    role: Role,
+    /// The gate and slot files' specs, made once (see `fair`).
+    companions: Companions,
+}
+
+/// The specs of a lock's internal files (see `fair`): the gate, taken shared to pass it and
+/// exclusive to wait at it, and the slot files of `Lock::slots`.
+#[derive(Debug)]
+pub(crate) struct Files {
+    pub(crate) gate_shared: Arc<Spec>,
+    pub(crate) gate_exclusive: Arc<Spec>,
+    pub(crate) slots: Vec<Arc<Spec>>,
+}
+
+/// What a lock file is to its lock. Internal files emit no events and no waiting notice (the
+/// lock's own acquisition does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The lock file.
+    Lock,
+    /// A slot file of `Lock::slots`: the lock itself for its holder (watched, kept open).
+    Slot,
+    /// The gate, passed shared: kept open, so that passing is a lock cycle on a kept
+    /// descriptor; never watched (a gate removed while held only lets a reader through).
+    PassGate,
+    /// The gate, held by a waiter: closed again on release (a process that waits only now and
+    /// then keeps no second descriptor); never watched.
+    WaitGate,
+}
+
+impl Role {
+    fn quiet(self) -> bool {
+        self != Role::Lock
+    }
+
+    fn watched(self) -> bool {
+        matches!(self, Role::Lock | Role::Slot)
+    }
+}
+
+/// A cache of [`Files`] that a changed copy of the spec does not inherit: a builder method
+/// changes the copy, and the companions are made again from it.
+#[derive(Debug, Default)]
+struct Companions(OnceArc<Files>);
+
+impl Clone for Companions {
+    fn clone(&self) -> Self {
+        Companions::default()
+    }
 }
 
 /// What events show as the lock's place: its path.
@@ -136,7 +190,98 @@ impl Spec {
             cleanup: Cleanup::Keep,
             slot: OnceArc::new(),
             key: OnceArc::new(),
+            role: Role::Lock,
+            companions: Companions::default(),
         }
+    }
+
+    /// An internal file of this lock: the path with `suffix` appended, same directory and
+    /// rules, taken as `share`.
+    fn companion(
+        &self,
+        suffix: &str,
+        role: Role,
+        share: Share,
+        cleanup: Cleanup,
+        on_lost: OnLost,
+    ) -> Spec {
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(suffix);
+        let mut request = self.request.clone();
+        request.share = share;
+        request.slots = 1;
+        request.announce = Announce::Quiet;
+        request.on_lost = on_lost;
+        Spec {
+            request,
+            dir: self.dir.clone(),
+            kind: self.kind,
+            path: Arc::new(PathBuf::from(path)),
+            cleanup,
+            slot: OnceArc::new(),
+            key: OnceArc::new(),
+            role,
+            companions: Companions::default(),
+        }
+    }
+
+    /// The gate (`<file>.gate`, kept, never lost with an exit: it only orders waiters) and,
+    /// with `Lock::slots(n)`, the slot files `<file>.1` to `<file>.n`, which are this lock's
+    /// files in every other respect (`cleanup`, `on_lost`).
+    pub(crate) fn companions(&self) -> Arc<Files> {
+        self.companions.0.get_or_init(|| {
+            let gate = |role, share| {
+                Arc::new(self.companion(".gate", role, share, Cleanup::Keep, OnLost::Report))
+            };
+            let n = if self.request.slots > 1 {
+                self.request.slots
+            } else {
+                0
+            };
+            let slots = (1..=n)
+                .map(|k| {
+                    let suffix = format!(".{k}");
+                    let spec = self.companion(
+                        &suffix,
+                        Role::Slot,
+                        Share::Exclusive,
+                        self.cleanup,
+                        self.request.on_lost,
+                    );
+                    Arc::new(spec)
+                })
+                .collect();
+            Arc::new(Files {
+                gate_shared: gate(Role::PassGate, Share::Shared),
+                gate_exclusive: gate(Role::WaitGate, Share::Exclusive),
+                slots,
+            })
+        })
+    }
+
+    /// One attempt that never waits for another process: the hold, or `None` if the lock is
+    /// taken (or another thread of this process is in the way). Quiet: no event, no notice.
+    pub(crate) fn try_once(self: &Arc<Self>) -> Result<Option<Hold>, Error> {
+        let slot = &self.slot();
+        let mut stale = 0u32;
+        loop {
+            match self.attempt(slot, Deadline::Now, IfTaken::GiveUp)? {
+                Attempt::Got(hold) => return Ok(Some(hold)),
+                Attempt::Busy => return Ok(None),
+                Attempt::Stale => stale = self.count_stale(stale)?,
+                Attempt::Admitted(..) => {
+                    // Not with `GiveUp`; never leave an admission taken.
+                    slot.released();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Whether this process keeps the file open, or it exists: a gate that does not exist has
+    /// never been waited at, so there is nothing to pass.
+    pub(crate) fn may_exist(&self) -> bool {
+        self.slot().cached_file().is_some() || std::fs::symlink_metadata(&*self.path).is_ok()
     }
 
     /// The same lock in another directory (a lock at an exact path stays where it is).
@@ -146,6 +291,7 @@ impl Spec {
         }
         let mut spec = Spec::new(self.request.clone(), Some(dir));
         spec.cleanup = self.cleanup;
+        spec.role = self.role;
         spec
     }
 
@@ -199,8 +345,35 @@ impl Spec {
         self.request.on_lost == OnLost::Exit
     }
 
-    /// The PID of a process holding the lock now (see `Lock::holder`).
+    /// The PIDs of the processes holding the lock now (see `Lock::holders`): one per held slot
+    /// file with `Lock::slots`, else every holder the kernel lists (Linux), else `holder`.
+    pub(crate) fn holders(&self) -> Result<Vec<u32>, Error> {
+        if self.request.slots > 1 {
+            let mut pids = Vec::new();
+            for slot in &self.companions().slots {
+                pids.extend(slot.holder()?);
+            }
+            return Ok(pids);
+        }
+        let Some(f) =
+            fork::open_existing(&self.path).map_err(|e| self.io_error("open lock file", e))?
+        else {
+            return Ok(Vec::new());
+        };
+        if let Some(mut pids) = os::kernel_holders(&f) {
+            pids.sort_unstable();
+            pids.dedup();
+            return Ok(pids);
+        }
+        Ok(self.holder()?.into_iter().collect())
+    }
+
+    /// The PID of a process holding the lock now (see `Lock::holder`); with `Lock::slots`, of
+    /// one of them.
     pub(crate) fn holder(&self) -> Result<Option<u32>, Error> {
+        if self.request.slots > 1 {
+            return Ok(self.holders()?.first().copied());
+        }
         let Some(f) =
             fork::open_existing(&self.path).map_err(|e| self.io_error("open lock file", e))?
         else {
@@ -243,24 +416,22 @@ impl Spec {
     /// The synchronous acquisition (the nested-call check is the caller's).
     pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
         let since = trace::Since::now();
-        let result = self
-            .acquire_loop(deadline)
-            .and_then(|hold| self.recorded(hold));
+        let result = self.acquire_loop(deadline, false);
         if result.is_ok() {
-            trace::acquired(self.about(), since);
+            self.acquired(since);
         }
         result
     }
 
     /// A new hold, with its start recorded if asked (`Lock::fencing`, `Lock::once_per`); a start
     /// that is refused releases it.
-    fn recorded(&self, mut hold: Hold) -> Result<Hold, Error> {
+    pub(crate) fn recorded(&self, mut hold: Hold) -> Result<Hold, Error> {
         let record = self.request.record;
         if !record.wanted() {
             return Ok(hold);
         }
-        if self.request.share == Share::Shared {
-            let why = "fencing tokens and once_per are for exclusive locks";
+        if self.request.share == Share::Shared || self.request.slots > 1 {
+            let why = "fencing tokens and once_per are for exclusive locks of one holder (no shared, no slots)";
             return Err(self.io_error("record a start of", io::Error::other(why)));
         }
         let place = state::Place {
@@ -273,9 +444,16 @@ impl Spec {
         Ok(hold)
     }
 
+    /// The `acquired` event (not for a quiet spec).
+    fn acquired(&self, since: trace::Since) {
+        if !self.role.quiet() {
+            trace::acquired(self.about(), since);
+        }
+    }
+
     /// The first time an acquisition finds the lock taken: the `contended` event.
     fn contended(&self) {
-        if trace::wants_contended() {
+        if !self.role.quiet() && trace::wants_contended() {
             trace::contended(self.about(), self.holder_info().pid);
         }
     }
@@ -283,7 +461,7 @@ impl Spec {
     /// The `contended` event, and the waiting notice if asked for (cancelled when dropped).
     fn contended_waiting(self: &Arc<Self>) -> Option<Notice> {
         self.contended();
-        if self.request.announce != Announce::LongWaits {
+        if self.role.quiet() || self.request.announce != Announce::LongWaits {
             return None;
         }
         let spec = Arc::clone(self);
@@ -311,16 +489,18 @@ impl Spec {
         }
     }
 
-    fn acquire_loop(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
+    /// `contended`: the caller already found the lock taken, sent the event and armed the
+    /// notice (see `fair`).
+    fn acquire_loop(self: &Arc<Self>, deadline: Deadline, contended: bool) -> Result<Hold, Error> {
         // Held for the whole acquisition, and by the hold after it (in a forked child nothing
         // else keeps the child's own slot alive).
         let slot = &self.slot();
         let mut stale = 0u32;
-        let mut contended = false;
+        let mut contended = contended;
         // Armed for the whole wait, however many rounds it takes; cancelled on return.
         let mut _notice = None;
         let announce = self.request.announce == Announce::LongWaits;
-        if deadline == Deadline::Never && (announce || trace::wants_contended()) {
+        if !contended && deadline == Deadline::Never && (announce || trace::wants_contended()) {
             // A blocking wait contends inside the kernel call, out of sight: look first.
             match self.attempt(slot, Deadline::Now, IfTaken::GiveUp)? {
                 Attempt::Got(hold) => return Ok(hold),
@@ -503,7 +683,7 @@ impl Spec {
         } else {
             os::Identity::Check
         };
-        if !memo.is_some_and(|memo| memo.may_vouch()) {
+        if self.role.watched() && !memo.is_some_and(|memo| memo.may_vouch()) {
             // A full lookup follows: only what the watch sees from now on concerns this hold.
             watch::hold_begins(&**slot);
         }
@@ -518,7 +698,7 @@ impl Spec {
                 if now != memo {
                     slot.remember(now);
                 }
-                slot.locked(self.request.share, self.exit_on_lost());
+                slot.locked(self.request.share, self.exit_on_lost(), self.role.watched());
                 Ok(Attempt::Got(Hold::new(self, slot, pid)))
             }
             Ok(Stamped::Stale) => Ok(Attempt::Stale),
@@ -571,6 +751,12 @@ impl Spec {
 
     /// Who holds the lock, best effort: the PID, and whether it is a foreign locker.
     fn holder_info(&self) -> os::Holder {
+        if self.request.slots > 1 {
+            return os::Holder {
+                pid: self.holder().ok().flatten(),
+                ..os::Holder::default()
+            };
+        }
         let f = match self.slot().cached_file() {
             Some(f) => f,
             None => match fork::open_existing(&self.path) {
@@ -591,7 +777,9 @@ impl Spec {
 
     fn timeout_error(&self, timeout: Duration) -> Error {
         let holder = self.holder_info();
-        trace::timed_out(self.about(), timeout, holder.pid);
+        if !self.role.quiet() {
+            trace::timed_out(self.about(), timeout, holder.pid);
+        }
         Error::Timeout {
             name: self.request.name.clone(),
             at: Location::File(self.path.to_path_buf()),
@@ -709,8 +897,8 @@ impl Hold {
             drop(f);
             return result.map_err(|e| spec.io_error("remove lock file", e));
         }
-        if !os::unlock(&f) {
-            slot.discard_file(); // closing releases it instead
+        if !os::unlock(&f) || spec.role == Role::WaitGate {
+            slot.discard_file(); // closing releases it instead (or closes the waiter's gate)
         }
         Ok(())
     }

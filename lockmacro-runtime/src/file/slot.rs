@@ -422,9 +422,10 @@ impl Slot {
     /// The admitted thread now holds the kernel lock. `exit_on_lost`: this holder wants the
     /// process to exit if the lock is lost while held. The file is watched from its first hold
     /// on, for as long as it stays open (see `watch`).
-    pub(crate) fn locked(self: &Arc<Self>, share: Share, exit_on_lost: bool) {
+    /// `watch`: false for a file whose loss does not matter (a gate, see `fair`).
+    pub(crate) fn locked(self: &Arc<Self>, share: Share, exit_on_lost: bool, watch: bool) {
         let mut state = self.state();
-        if state.watching.is_none() && !state.arming && state.file.is_some() {
+        if watch && state.watching.is_none() && !state.arming && state.file.is_some() {
             state.arming = true;
             watch::arm(&self.watched());
         }

@@ -179,11 +179,21 @@ impl Spec {
         self: &Arc<Self>,
         deadline: Deadline,
     ) -> impl Future<Output = Result<Hold, Error>> + Send + 'static {
+        // `Lock::slots` is a file-lock feature: refused here, before any connection.
+        let refused = (self.request.slots > 1).then(|| {
+            self.error(
+                "take",
+                "slots (N holders at a time) are not supported by the PostgreSQL backend",
+            )
+        });
         let (reply, answer) = oneshot::channel();
         let session = Session {
             spec: Arc::clone(self),
         };
-        let spawned = spawn(self, session.session(deadline, reply));
+        let spawned = match refused {
+            Some(e) => Err(e),
+            None => spawn(self, session.session(deadline, reply)),
+        };
         let spec = Arc::clone(self);
         async move {
             spawned?;
