@@ -530,6 +530,7 @@ impl Lock {
     /// }
     /// # Ok::<(), lockmacro_runtime::Error>(())
     /// ```
+    #[doc(alias = "timeout")]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard, Error> {
         self.not_nested()?;
         self.acquire_unchecked(Deadline::after(timeout))

@@ -1,6 +1,7 @@
 //! Used by the code `#[exclusive]` generates. Not public API: anything here may change in any
 //! release.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -83,7 +84,16 @@ pub struct Scope {
 }
 
 pub fn enter(site: &'static Site, deadline: Deadline) -> Result<Scope, Error> {
-    let lock = site.lock();
+    enter_lock(site.lock(), deadline)
+}
+
+/// [`enter`] for a lock built at each call (`name = <expression>` that is not a constant), which
+/// takes part in the call chain exactly like a site's.
+pub fn enter_per_call(lock: Lock, deadline: Deadline) -> Result<Scope, Error> {
+    enter_lock(&lock, deadline)
+}
+
+fn enter_lock(lock: &Lock, deadline: Deadline) -> Result<Scope, Error> {
     if reentrant(lock)? {
         return Ok(Scope {
             _entry: None,
@@ -101,14 +111,26 @@ pub fn enter(site: &'static Site, deadline: Deadline) -> Result<Scope, Error> {
 /// poll of the body (see [`AsyncScope::run`]), so other tasks on the same thread are excluded.
 #[derive(Debug)]
 pub struct AsyncScope {
-    lock: &'static Lock,
+    /// A site's lock, or one built for this call.
+    lock: Cow<'static, Lock>,
     /// `None` when entered nested inside a hold of the same lock.
     guard: Option<LockGuard>,
 }
 
 pub async fn enter_async(site: &'static Site, deadline: Deadline) -> Result<AsyncScope, Error> {
-    let lock = site.lock();
-    if reentrant(lock)? {
+    enter_async_lock(Cow::Borrowed(site.lock()), deadline).await
+}
+
+/// [`enter_async`] for a lock built at each call.
+pub async fn enter_async_per_call(lock: Lock, deadline: Deadline) -> Result<AsyncScope, Error> {
+    enter_async_lock(Cow::Owned(lock), deadline).await
+}
+
+async fn enter_async_lock(
+    lock: Cow<'static, Lock>,
+    deadline: Deadline,
+) -> Result<AsyncScope, Error> {
+    if reentrant(&lock)? {
         return Ok(AsyncScope { lock, guard: None });
     }
     let guard = match deadline {
@@ -167,12 +189,15 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let lock = this.scope.lock;
+        let lock: &Lock = &this.scope.lock;
         if this.scope.guard.is_none() && !covered(lock) {
             // Entered nested, but polled outside the hold it was nested in (the future was
             // kept past its parent's end): never run on unlocked; wait for the lock first.
             let catching_up = this.catching_up.get_or_insert_with(|| {
-                CatchingUp(Box::pin(lock.acquire_async_unchecked(Deadline::Never)))
+                let lock = lock.clone();
+                CatchingUp(Box::pin(async move {
+                    lock.acquire_async_unchecked(Deadline::Never).await
+                }))
             });
             match catching_up.0.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -227,6 +252,63 @@ fn share(lock: &Lock) -> Share {
 pub fn exit(err: Error, code: i32) -> ! {
     eprintln!("{}: {}", program_name(), one_line(&err));
     std::process::exit(code)
+}
+
+/// `on_conflict = "skip"` on `main`: exit 0 without a word when the lock is taken (or the
+/// timeout ran out); any other failure is reported like the `"exit"` policy, with status 1.
+pub fn skip_exit(err: Error) -> ! {
+    if err.is_contended() {
+        std::process::exit(0)
+    }
+    exit(err, 1)
+}
+
+/// `on_conflict = "skip"` elsewhere: returns when the call is to be skipped (the lock is taken,
+/// or the timeout ran out); any other failure panics with the message, as under `wait`.
+#[track_caller]
+pub fn skip_or_panic(err: Error) {
+    if !err.is_contended() {
+        panic(err)
+    }
+}
+
+/// How `name = <expression>` is read: any string, by reference.
+#[diagnostic::on_unimplemented(
+    message = "a lock name must be a string, not `{Self}`",
+    label = "the lock's name",
+    note = "`name = ...` takes a `&str`, a `String`, or anything else that implements `AsRef<str>`"
+)]
+pub trait LockName {
+    fn lock_name(&self) -> &str;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: AsRef<str> + ?Sized> LockName for T {
+    fn lock_name(&self) -> &str {
+        self.as_ref()
+    }
+}
+
+/// How a function returning `Result<_, E>` returns a lock failure: `Err(E::from(err))`. Its own
+/// trait (not `From` directly) so that a missing conversion is one error saying what to do.
+#[diagnostic::on_unimplemented(
+    message = "`#[exclusive]` returns a lock failure as `Err(From::from(lockmacro_runtime::Error))`, \
+               but `{Self}` does not implement `From<lockmacro_runtime::Error>`",
+    label = "this error type needs `From<lockmacro_runtime::Error>`",
+    note = "implement `From<lockmacro_runtime::Error>` for your error type, or return one that has \
+            it (`lockmacro_runtime::Error`, `std::io::Error`, `anyhow::Error`, \
+            `Box<dyn std::error::Error + Send + Sync>`); or choose `on_conflict = \"exit\"` or \
+            `on_conflict = \"panic\"`"
+)]
+pub trait FromLockError: Sized {
+    fn from_lock_error(err: Error) -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: From<Error>> FromLockError for E {
+    fn from_lock_error(err: Error) -> E {
+        E::from(err)
+    }
 }
 
 /// The `"panic"` policy (and I/O failures under a bare `wait`).

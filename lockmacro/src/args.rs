@@ -2,15 +2,19 @@
 //! where its key and its value were written.
 //!
 //! Only what a value *is* gets decided here: a string, an integer of the key's type, one of the
-//! key's words, a duration, a path, a bare flag; and that no key is given twice. What the values
+//! key's words, a duration, a path, a bare flag, an expression (`name` only); and that no key is
+//! given twice. What the values
 //! mean together and for the annotated function is `check`'s business.
 
-use proc_macro2::{Span, TokenStream};
-use syn::meta::ParseNestedMeta;
-use syn::{Lit, LitStr};
+use std::num::NonZeroU32;
 
-const KEYS: &str = "`name`, `wait`, `timeout`, `dir`, `cleanup`, `shared`, `on_conflict`, \
-                    `exit_code`, `notice`, `backend`, `key`, `lease`, `on_lost`, `crate`";
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::meta::ParseNestedMeta;
+use syn::{Expr, Lit, LitStr};
+
+const KEYS: &str = "`name`, `wait`, `timeout`, `dir`, `path`, `scope`, `cleanup`, `shared`, \
+                    `slots`, `on_conflict`, `exit_code`, `notice`, `backend`, `key`, `lease`, \
+                    `on_lost`, `crate`";
 
 /// One argument as written.
 pub(crate) struct Arg<T> {
@@ -38,6 +42,16 @@ pub(crate) enum OnConflict {
     Error,
     Exit,
     Panic,
+    Skip,
+}
+
+/// The words of `scope = "..."`: whose default directory holds the lock file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The per-user directory (the runtime's default).
+    User,
+    /// The system-wide directory (the runtime's `Lock::system`).
+    System,
 }
 
 /// The words of `backend = "..."`.
@@ -59,13 +73,17 @@ pub(crate) enum OnLost {
 /// The arguments as written; `None` for a key not given.
 #[derive(Default)]
 pub(crate) struct Args {
-    pub(crate) name: Option<Arg<LitStr>>,
+    /// A string literal, or any expression but a non-string literal.
+    pub(crate) name: Option<Arg<Expr>>,
     pub(crate) wait: Option<Arg<()>>,
     /// In milliseconds.
     pub(crate) timeout: Option<Arg<u64>>,
     pub(crate) dir: Option<Arg<LitStr>>,
+    pub(crate) path: Option<Arg<LitStr>>,
+    pub(crate) scope: Option<Arg<Scope>>,
     pub(crate) cleanup: Option<Arg<()>>,
     pub(crate) shared: Option<Arg<()>>,
+    pub(crate) slots: Option<Arg<NonZeroU32>>,
     pub(crate) on_conflict: Option<Arg<OnConflict>>,
     pub(crate) exit_code: Option<Arg<u8>>,
     pub(crate) notice: Option<Arg<bool>>,
@@ -78,6 +96,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Args> {
+    if let Some(err) = bare_literal(&tokens) {
+        return Err(err);
+    }
     let mut args = Args::default();
     let parser = syn::meta::parser(|meta| args.parse_one(&meta));
     syn::parse::Parser::parse2(parser, tokens)?;
@@ -92,11 +113,7 @@ impl Args {
             .map(ToString::to_string)
             .unwrap_or_default();
         match key.as_str() {
-            "name" => set(
-                meta,
-                &mut self.name,
-                string(meta, "name = \"nightly-backup\"")?,
-            ),
+            "name" => set(meta, &mut self.name, name(meta)?),
             "wait" => set(meta, &mut self.wait, flag(meta)?),
             "timeout" => set(
                 meta,
@@ -104,13 +121,32 @@ impl Args {
                 duration(meta, "timeout = \"250ms\"")?,
             ),
             "dir" => set(meta, &mut self.dir, string(meta, "dir = \"/run/lock\"")?),
+            "path" => {
+                let arg = string(meta, "path = \"/var/lock/mailsync.lock\"")?;
+                set(meta, &mut self.path, arg)
+            }
+            "scope" => {
+                let words = [("user", Scope::User), ("system", Scope::System)];
+                let arg = choice(meta, "scope = \"system\"", "`scope`", &words)?;
+                set(meta, &mut self.scope, arg)
+            }
             "cleanup" => set(meta, &mut self.cleanup, flag(meta)?),
             "shared" => set(meta, &mut self.shared, flag(meta)?),
+            "slots" => {
+                let expected = "an integer, like `slots = 4`";
+                let arg = integer(
+                    meta,
+                    expected,
+                    "`slots` must be at least 1 (and fit in a `u32`)",
+                )?;
+                set(meta, &mut self.slots, arg)
+            }
             "on_conflict" => {
                 let words = [
                     ("error", OnConflict::Error),
                     ("exit", OnConflict::Exit),
                     ("panic", OnConflict::Panic),
+                    ("skip", OnConflict::Skip),
                 ];
                 let example = "on_conflict = \"exit\"";
                 let arg = choice(meta, example, "`on_conflict` policy", &words)?;
@@ -181,15 +217,84 @@ fn set<T>(meta: &ParseNestedMeta<'_>, slot: &mut Option<T>, value: T) -> syn::Re
     Ok(())
 }
 
-/// The literal after `key =`, with the key's span.
-fn literal(meta: &ParseNestedMeta<'_>) -> syn::Result<Arg<Lit>> {
+/// The literal after `key =`, with the key's span; anything else written there is refused as a
+/// whole with `expected(what was written)`.
+fn literal(
+    meta: &ParseNestedMeta<'_>,
+    expected: impl FnOnce(&Expr) -> String,
+) -> syn::Result<Arg<Lit>> {
     let key = key_span(meta);
-    let lit = meta.value()?.parse::<Lit>()?;
+    let input = meta.value()?;
+    if !input.peek(Lit) {
+        let other: Expr = input.parse()?;
+        return Err(syn::Error::new_spanned(&other, expected(&other)));
+    }
+    let lit = input.parse::<Lit>()?;
     Ok(Arg {
         key,
         span: lit.span(),
         value: lit,
     })
+}
+
+/// `name = "..."` or `name = <expression>`: a string literal, a constant, or any expression of a
+/// string type; a literal of another kind is refused on the literal.
+fn name(meta: &ParseNestedMeta<'_>) -> syn::Result<Arg<Expr>> {
+    let key = key_span(meta);
+    let expr: Expr = meta.value()?.parse()?;
+    let mut inner = &expr;
+    // `$name:expr` from a `macro_rules!` arrives wrapped in an invisible group.
+    while let Expr::Group(group) = inner {
+        inner = &group.expr;
+    }
+    if let Expr::Lit(lit) = inner {
+        if !matches!(lit.lit, Lit::Str(_)) {
+            return Err(syn::Error::new(
+                lit.lit.span(),
+                "expected a string literal, like `name = \"nightly-backup\"`",
+            ));
+        }
+    }
+    Ok(Arg {
+        key,
+        span: syn::spanned::Spanned::span(&expr),
+        value: expr,
+    })
+}
+
+/// `#[exclusive("x")]`: a value without its key, refused with what to write instead.
+fn bare_literal(tokens: &TokenStream) -> Option<syn::Error> {
+    let mut at_start = true;
+    for tree in tokens.clone() {
+        match &tree {
+            TokenTree::Literal(literal) if at_start => {
+                let message = match Lit::new(literal.clone()) {
+                    Lit::Str(s) => format!(
+                        "arguments are `key = value`: for the lock's name, write `name = {}`",
+                        quote::ToTokens::to_token_stream(&s)
+                    ),
+                    _ => format!(
+                        "arguments are `key = value`, like `name = \"nightly-backup\"`; expected \
+                         one of {KEYS}"
+                    ),
+                };
+                return Some(syn::Error::new(literal.span(), message));
+            }
+            TokenTree::Punct(p) if p.as_char() == ',' => at_start = true,
+            _ => at_start = false,
+        }
+    }
+    None
+}
+
+/// The single word written where a literal belongs, like `exit` in `on_conflict = exit`.
+fn bare_word(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => {
+            p.path.get_ident().map(ToString::to_string)
+        }
+        _ => None,
+    }
 }
 
 /// A bare key like `wait`; `wait = true` or `wait(..)` is refused on the key.
@@ -211,7 +316,9 @@ fn flag(meta: &ParseNestedMeta<'_>) -> syn::Result<Arg<()>> {
 
 /// `key = "string"`; any other literal is refused on the literal.
 fn string(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<LitStr>> {
-    let arg = literal(meta)?;
+    let arg = literal(meta, |_| {
+        format!("expected a string literal, like `{example}`")
+    })?;
     match &arg.value {
         Lit::Str(lit) => Ok(arg.with(lit.clone())),
         _ => Err(syn::Error::new(
@@ -227,7 +334,7 @@ where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
-    let arg = literal(meta)?;
+    let arg = literal(meta, |_| format!("expected {expected}"))?;
     let Lit::Int(lit) = &arg.value else {
         return Err(syn::Error::new(arg.span, format!("expected {expected}")));
     };
@@ -239,7 +346,9 @@ where
 
 /// `key = true` or `key = false`.
 fn boolean(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Arg<bool>> {
-    let arg = literal(meta)?;
+    let arg = literal(meta, |_| {
+        format!("expected `true` or `false`, like `{example}`")
+    })?;
     match &arg.value {
         Lit::Bool(lit) => Ok(arg.with(lit.value)),
         _ => Err(syn::Error::new(
@@ -257,7 +366,25 @@ fn choice<T: Copy>(
     what: &str,
     words: &[(&str, T)],
 ) -> syn::Result<Arg<T>> {
-    let arg = string(meta, example)?;
+    let key = path_text(&meta.path);
+    let arg = literal(meta, |other| match bare_word(other) {
+        Some(word) if words.iter().any(|(w, _)| *w == word) => {
+            format!("the value is a string: write `{key} = \"{word}\"`")
+        }
+        _ => format!(
+            "expected {} (a string, in quotes), like `{example}`",
+            one_of(words)
+        ),
+    })?;
+    let arg = match &arg.value {
+        Lit::Str(lit) => arg.with(lit.clone()),
+        _ => {
+            return Err(syn::Error::new(
+                arg.span,
+                format!("expected a string literal, like `{example}`"),
+            ))
+        }
+    };
     let text = arg.value.value();
     match words.iter().find(|(word, _)| *word == text) {
         Some(&(_, value)) => Ok(arg.with(value)),
@@ -363,8 +490,11 @@ mod tests {
             name = "n",
             timeout = "1s",
             dir = "/d",
+            path = "/p.lock",
+            scope = "system",
             cleanup,
             shared,
+            slots = 3,
             on_conflict = "exit",
             exit_code = 3,
             notice = false,
@@ -375,7 +505,14 @@ mod tests {
             crate = "::x"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(args.name.map(|n| n.value.value()).as_deref(), Some("n"));
+        let name = args.name.map(|n| n.value);
+        assert!(matches!(name, Some(Expr::Lit(_))));
+        assert_eq!(
+            args.path.map(|p| p.value.value()).as_deref(),
+            Some("/p.lock")
+        );
+        assert_eq!(args.scope.map(|s| s.value), Some(Scope::System));
+        assert_eq!(args.slots.map(|s| s.value.get()), Some(3));
         assert_eq!(args.timeout.map(|t| t.value), Some(1_000));
         assert_eq!(args.dir.map(|d| d.value.value()).as_deref(), Some("/d"));
         assert_eq!(args.on_conflict.map(|p| p.value), Some(OnConflict::Exit));
@@ -387,6 +524,19 @@ mod tests {
         assert_eq!(args.on_lost.map(|l| l.value), Some(OnLost::Cancel));
         assert!(args.cleanup.is_some() && args.shared.is_some() && args.krate.is_some());
         assert!(args.wait.is_none());
+    }
+
+    #[test]
+    fn name_takes_any_expression() {
+        for tokens in [
+            quote!(name = JOB_NAME),
+            quote!(name = config::JOB),
+            quote!(name = format!("tenant-{id}"), wait),
+            quote!(name = &*tenant),
+        ] {
+            let args = parse(tokens).unwrap_or_else(|e| panic!("{e}"));
+            assert!(args.name.is_some());
+        }
     }
 
     #[test]
@@ -411,6 +561,17 @@ mod tests {
             (quote!(wait = true), "takes no value"),
             (quote!(notice = "no"), "expected `true` or `false`"),
             (quote!(crate = "a b"), "expected a path"),
+            (quote!(on_conflict = exit), "write `on_conflict = \"exit\"`"),
+            (quote!(on_conflict = later), "(a string, in quotes)"),
+            (quote!(scope = system), "write `scope = \"system\"`"),
+            (quote!(scope = "host"), "expected \"user\" or \"system\""),
+            (quote!(slots = 0), "at least 1"),
+            (quote!(slots = "2"), "expected an integer"),
+            (quote!(dir = LOCK_DIR), "expected a string literal"),
+            (quote!("x"), "write `name = \"x\"`"),
+            (quote!(wait, "x"), "write `name = \"x\"`"),
+            (quote!(5), "arguments are `key = value`"),
+            (quote!(name = 5), "expected a string literal"),
         ] {
             let err = parse(tokens)
                 .err()

@@ -5,12 +5,14 @@
 //! here. The result holds only what the expansion needs, in types that leave out the
 //! combinations refused here (an exit code without the exit policy, `dir` on a PostgreSQL lock).
 
+use std::num::NonZeroU32;
+
 use proc_macro2::Span;
-use syn::LitStr;
+use syn::{Expr, LitStr};
 
 pub(crate) use crate::args::OnLost;
-use crate::args::{Arg, Args, BackendKind, OnConflict};
-use crate::item::FnInfo;
+use crate::args::{Arg, Args, BackendKind, OnConflict, Scope};
+use crate::item::{FnInfo, Returns};
 
 /// Everything the expansion needs besides the function itself.
 pub(crate) struct Config {
@@ -21,9 +23,9 @@ pub(crate) struct Config {
     pub(crate) policy: Policy,
 }
 
-/// The lock the function takes: the runtime's `Lock::new(name)` and its builder calls.
+/// The lock the function takes: the runtime's `Lock::new(name)` (or `Lock::at(path)`) and its
+/// builder calls.
 pub(crate) struct Lock {
-    pub(crate) name: Name,
     pub(crate) backend: Backend,
     /// `shared`: a reader lock.
     pub(crate) shared: bool,
@@ -32,12 +34,41 @@ pub(crate) struct Lock {
     pub(crate) notice: bool,
 }
 
+impl Lock {
+    /// The name, unless the lock is a file given by its path.
+    pub(crate) fn name(&self) -> Option<&Name> {
+        match &self.backend {
+            Backend::File(FileOptions {
+                file: LockFile::Named { name, .. },
+                ..
+            })
+            | Backend::Postgres(PostgresOptions { name, .. }) => Some(name),
+            Backend::File(FileOptions {
+                file: LockFile::At(_),
+                ..
+            }) => None,
+        }
+    }
+
+    /// Whether the lock is built at each call (its name depends on the call), not once per
+    /// process.
+    pub(crate) fn per_call(&self) -> bool {
+        matches!(self.name(), Some(Name::PerCall(_)))
+    }
+}
+
 /// The lock's name.
 pub(crate) enum Name {
     /// The crate name and the source file, so all unnamed locks of one file are one lock.
     PerFile,
     /// `name = "..."`, not empty.
     Literal(LitStr),
+    /// `name = JOB_NAME`: a path to a `const` or `static` (anything an item can see), evaluated
+    /// once per process, like a literal.
+    Constant(Expr),
+    /// `name = format!("tenant-{id}")`: any other expression, or a path starting with an
+    /// argument, a generic parameter or `Self`; evaluated at each call.
+    PerCall(Expr),
 }
 
 /// Where the lock lives, with the options of that backend.
@@ -48,14 +79,34 @@ pub(crate) enum Backend {
 
 /// `backend = "file"`, the default.
 pub(crate) struct FileOptions {
-    /// `dir = "..."`, not empty; else the runtime's default directory.
-    pub(crate) dir: Option<LitStr>,
+    pub(crate) file: LockFile,
     /// `cleanup`: remove the lock file on release.
     pub(crate) cleanup: bool,
+    /// `slots = N`: up to N holders at once (never with `shared`).
+    pub(crate) slots: Option<NonZeroU32>,
+}
+
+/// Which file is locked.
+pub(crate) enum LockFile {
+    /// `Lock::new(name)`: a file for the name in a directory.
+    Named { name: Name, dir: Dir },
+    /// `path = "..."`, not empty: `Lock::at(path)`, exactly this file.
+    At(LitStr),
+}
+
+/// The directory of a named lock file.
+pub(crate) enum Dir {
+    /// The runtime's default: `LOCKMACRO_DIR`, else the per-user directory (`scope = "user"`).
+    Default,
+    /// `scope = "system"`: the runtime's system-wide directory (`Lock::system`).
+    System,
+    /// `dir = "..."`, not empty.
+    Given(LitStr),
 }
 
 /// `backend = "postgres"`; the server URL comes from the environment at run time.
 pub(crate) struct PostgresOptions {
+    pub(crate) name: Name,
     /// `key = N`, else the key derived from the name.
     pub(crate) key: Option<i64>,
     /// `lease = "..."` in milliseconds (at least 1), else the runtime's default.
@@ -82,6 +133,20 @@ pub(crate) enum Policy {
     Exit { code: u8 },
     /// Panic with the error.
     Panic,
+    /// `on_conflict = "skip"`: when the lock is taken (or the timeout ran out), return at once
+    /// without running the body, as [`Skipped`] says; any other failure as that says too.
+    Skip(Skipped),
+}
+
+/// How a skipped call ends, by the function's return type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Skipped {
+    /// `main`: the process exits 0 without a word; another failure: the `"exit"` policy, 1.
+    Exit,
+    /// `()`: `return;`; another failure panics.
+    Unit,
+    /// `Option<T>`: `return None;`; another failure panics.
+    None,
 }
 
 pub(crate) fn check(args: Args, info: &FnInfo) -> syn::Result<Config> {
@@ -90,8 +155,11 @@ pub(crate) fn check(args: Args, info: &FnInfo) -> syn::Result<Config> {
         wait,
         timeout,
         dir,
+        path,
+        scope,
         cleanup,
         shared,
+        slots,
         on_conflict,
         exit_code,
         notice,
@@ -101,16 +169,29 @@ pub(crate) fn check(args: Args, info: &FnInfo) -> syn::Result<Config> {
         on_lost,
         krate,
     } = args;
-    let name = check_name(name)?;
+    let name_key = name.as_ref().map(|arg| arg.key);
+    let name = check_name(name, info)?;
+    let wait_key = wait.as_ref().map(|arg| arg.key);
     let wait = check_wait(wait, timeout)?;
-    let policy = check_policy(on_conflict, exit_code, wait, info)?;
+    let policy = check_policy(on_conflict, exit_code, wait, wait_key, info)?;
     let on_lost = check_on_lost(on_lost, info)?;
-    let backend = check_backend(backend, dir, cleanup, key, lease)?;
-    let notice = check_notice(notice, wait, info)?;
+    let backend = check_backend(Place {
+        backend,
+        name,
+        name_key,
+        dir,
+        path,
+        scope,
+        cleanup,
+        slots,
+        shared: shared.as_ref().map(|arg| arg.key),
+        key,
+        lease,
+    })?;
+    let notice = check_notice(notice, wait, policy, info)?;
     Ok(Config {
         krate: krate.map_or_else(runtime_crate, |arg| arg.value),
         lock: Lock {
-            name,
             backend,
             shared: shared.is_some(),
             on_lost,
@@ -132,14 +213,39 @@ fn runtime_crate() -> syn::Path {
     path
 }
 
-fn check_name(name: Option<Arg<LitStr>>) -> syn::Result<Name> {
-    match name {
-        None => Ok(Name::PerFile),
-        Some(arg) if arg.value.value().is_empty() => {
-            error(arg.span, "the lock name must not be empty")
-        }
-        Some(arg) => Ok(Name::Literal(arg.value)),
+/// A literal, a constant (built once, like a literal), or an expression evaluated at each call.
+fn check_name(name: Option<Arg<Expr>>, info: &FnInfo) -> syn::Result<Name> {
+    let Some(arg) = name else {
+        return Ok(Name::PerFile);
+    };
+    let mut inner = &arg.value;
+    while let Expr::Group(group) = inner {
+        inner = &group.expr;
     }
+    match inner {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(lit),
+            ..
+        }) => {
+            if lit.value().is_empty() {
+                return error(arg.span, "the lock name must not be empty");
+            }
+            Ok(Name::Literal(lit.clone()))
+        }
+        Expr::Path(path) if path.qself.is_none() && !uses_the_call(&path.path, info) => {
+            Ok(Name::Constant(arg.value))
+        }
+        _ => Ok(Name::PerCall(arg.value)),
+    }
+}
+
+/// Whether a path names something only the call has (an argument, a generic parameter, `self`
+/// or `Self`), which the once-per-process `static` cannot see.
+fn uses_the_call(path: &syn::Path, info: &FnInfo) -> bool {
+    path.segments.first().is_some_and(|first| {
+        first.ident == "Self"
+            || (path.leading_colon.is_none() && info.call_names.contains(&first.ident))
+    })
 }
 
 fn check_wait(wait: Option<Arg<()>>, timeout: Option<Arg<u64>>) -> syn::Result<Wait> {
@@ -163,8 +269,10 @@ fn check_policy(
     on_conflict: Option<Arg<OnConflict>>,
     exit_code: Option<Arg<u8>>,
     wait: Wait,
+    wait_key: Option<Span>,
     info: &FnInfo,
 ) -> syn::Result<Policy> {
+    let written = on_conflict.as_ref().map_or(info.fn_span, |arg| arg.span);
     let chosen = match on_conflict {
         Some(arg) if arg.value == OnConflict::Error && !info.may_return_result => {
             return error(
@@ -194,6 +302,7 @@ fn check_policy(
         }
     };
     match (chosen, exit_code) {
+        (OnConflict::Skip, code) => check_skip(written, code, wait_key, info),
         (OnConflict::Exit, code) => Ok(Policy::Exit {
             code: code.map_or(1, |arg| arg.value),
         }),
@@ -203,6 +312,48 @@ fn check_policy(
         ),
         (OnConflict::Error, None) => Ok(Policy::Error),
         (OnConflict::Panic, None) => Ok(Policy::Panic),
+    }
+}
+
+/// `on_conflict = "skip"` (written at `skip`): only where a return without running the body can
+/// be written, and only when the function may give up waiting.
+fn check_skip(
+    skip: Span,
+    exit_code: Option<Arg<u8>>,
+    wait_key: Option<Span>,
+    info: &FnInfo,
+) -> syn::Result<Policy> {
+    let skipped = check_skip_target(skip, info)?;
+    if let Some(wait) = wait_key {
+        return error(
+            wait,
+            "`wait` never gives up, so `on_conflict = \"skip\"` would never skip: remove `wait` \
+             to skip at once, or bound the wait with `timeout = \"...\"` to skip after it",
+        );
+    }
+    if let Some(code) = exit_code {
+        return error(
+            code.key,
+            "`exit_code` only applies with `on_conflict = \"exit\"`: a skipped `main` exits with \
+             status 0",
+        );
+    }
+    Ok(Policy::Skip(skipped))
+}
+
+/// How this function can end a skipped call: refused (on `span`) when its return type cannot.
+fn check_skip_target(span: Span, info: &FnInfo) -> syn::Result<Skipped> {
+    match info.returns {
+        _ if info.is_main => Ok(Skipped::Exit),
+        Returns::Unit => Ok(Skipped::Unit),
+        Returns::Option => Ok(Skipped::None),
+        Returns::Other => error(
+            span,
+            "`on_conflict = \"skip\"` needs a function that can return without running its \
+             body: one returning `()` (skipped: returns at once) or `Option<T>` (skipped: \
+             `None`), or `main` (skipped: exits with status 0); for a `Result`, use \
+             `on_conflict = \"error\"` and match `Error::is_contended()`",
+        ),
     }
 }
 
@@ -220,14 +371,37 @@ fn check_on_lost(on_lost: Option<Arg<OnLost>>, info: &FnInfo) -> syn::Result<OnL
     }
 }
 
-/// The backend, refusing the other backend's keys.
-fn check_backend(
+/// Where the lock is, as written: the arguments `check_backend` weighs together.
+struct Place {
     backend: Option<Arg<BackendKind>>,
+    name: Name,
+    name_key: Option<Span>,
     dir: Option<Arg<LitStr>>,
+    path: Option<Arg<LitStr>>,
+    scope: Option<Arg<Scope>>,
     cleanup: Option<Arg<()>>,
+    slots: Option<Arg<NonZeroU32>>,
+    /// The `shared` key, if given.
+    shared: Option<Span>,
     key: Option<Arg<i64>>,
     lease: Option<Arg<u64>>,
-) -> syn::Result<Backend> {
+}
+
+/// The backend, refusing the other backend's keys and the file keys that exclude each other.
+fn check_backend(place: Place) -> syn::Result<Backend> {
+    let Place {
+        backend,
+        name,
+        name_key,
+        dir,
+        path,
+        scope,
+        cleanup,
+        slots,
+        shared,
+        key,
+        lease,
+    } = place;
     match backend.map_or(BackendKind::File, |arg| arg.value) {
         BackendKind::File => {
             let postgres_only = [("key", key.map(|k| k.key)), ("lease", lease.map(|l| l.key))];
@@ -237,21 +411,73 @@ fn check_backend(
                     format!("`{what}` applies to `backend = \"postgres\"` locks only"),
                 );
             }
-            let dir = match dir {
-                Some(arg) if arg.value.value().is_empty() => {
-                    return error(arg.span, "the lock directory must not be empty")
+            if let (Some(slots), Some(_)) = (&slots, shared) {
+                return error(
+                    slots.key,
+                    "`slots` and `shared` cannot be combined: `slots = N` lets N holders run at \
+                     once, `shared` lets any number of readers run together; keep one",
+                );
+            }
+            let file = match path {
+                Some(path) => {
+                    let taken = [
+                        ("name", name_key, "its name is the file's"),
+                        ("dir", dir.map(|d| d.key), "it already says which directory"),
+                        (
+                            "scope",
+                            scope.map(|s| s.key),
+                            "it already says where the file is",
+                        ),
+                    ];
+                    if let Some((what, span, why)) = taken
+                        .into_iter()
+                        .find_map(|(what, span, why)| span.map(|span| (what, span, why)))
+                    {
+                        return error(
+                            span,
+                            format!(
+                                "`{what}` and `path` cannot be combined: `path` is the lock file \
+                                 itself, and {why}; keep one"
+                            ),
+                        );
+                    }
+                    if path.value.value().is_empty() {
+                        return error(path.span, "the lock file path must not be empty");
+                    }
+                    LockFile::At(path.value)
                 }
-                dir => dir.map(|arg| arg.value),
+                None => {
+                    let dir = match (dir, scope) {
+                        (Some(_), Some(scope)) => {
+                            return error(
+                                scope.key,
+                                "`scope` and `dir` cannot be combined: `dir` is the directory \
+                                 itself; keep one",
+                            )
+                        }
+                        (Some(arg), None) if arg.value.value().is_empty() => {
+                            return error(arg.span, "the lock directory must not be empty")
+                        }
+                        (Some(arg), None) => Dir::Given(arg.value),
+                        (None, Some(scope)) if scope.value == Scope::System => Dir::System,
+                        (None, _) => Dir::Default,
+                    };
+                    LockFile::Named { name, dir }
+                }
             };
             Ok(Backend::File(FileOptions {
-                dir,
+                file,
                 cleanup: cleanup.is_some(),
+                slots: slots.map(|arg| arg.value),
             }))
         }
         BackendKind::Postgres => {
             let file_only = [
                 ("dir", dir.map(|d| d.span)),
+                ("path", path.map(|p| p.key)),
+                ("scope", scope.map(|s| s.key)),
                 ("cleanup", cleanup.map(|c| c.key)),
+                ("slots", slots.map(|s| s.key)),
             ];
             if let Some((what, span)) = first_given(file_only) {
                 return error(
@@ -260,6 +486,7 @@ fn check_backend(
                 );
             }
             Ok(Backend::Postgres(PostgresOptions {
+                name,
                 key: key.map(|arg| arg.value),
                 lease_millis: lease.map(|arg| arg.value.max(1)),
             }))
@@ -273,8 +500,14 @@ fn first_given<const N: usize>(keys: [(&str, Option<Span>); N]) -> Option<(&str,
         .find_map(|(what, span)| span.map(|span| (what, span)))
 }
 
-/// `notice`: only with a wait; by default on for a waiting `main`.
-fn check_notice(notice: Option<Arg<bool>>, wait: Wait, info: &FnInfo) -> syn::Result<bool> {
+/// `notice`: only with a wait; by default on for a waiting `main`, unless it skips (a skipped
+/// run prints nothing, and neither does its wait).
+fn check_notice(
+    notice: Option<Arg<bool>>,
+    wait: Wait,
+    policy: Policy,
+    info: &FnInfo,
+) -> syn::Result<bool> {
     let waits = wait != Wait::Now;
     match notice {
         Some(arg) if arg.value && !waits => error(
@@ -282,7 +515,7 @@ fn check_notice(notice: Option<Arg<bool>>, wait: Wait, info: &FnInfo) -> syn::Re
             "`notice` announces long waits: add `wait` or `timeout`, or remove it",
         ),
         Some(arg) => Ok(arg.value),
-        None => Ok(info.is_main && waits),
+        None => Ok(info.is_main && waits && !matches!(policy, Policy::Skip(_))),
     }
 }
 
@@ -308,10 +541,17 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(main.wait, Wait::Never);
         assert_eq!(main.policy, Policy::Exit { code: 1 });
-        assert!(main.lock.notice && matches!(main.lock.name, Name::PerFile));
+        assert!(main.lock.notice && matches!(main.lock.name(), Some(Name::PerFile)));
         assert!(matches!(
             main.lock.backend,
-            Backend::File(FileOptions { dir: None, .. })
+            Backend::File(FileOptions {
+                file: LockFile::Named {
+                    dir: Dir::Default,
+                    ..
+                },
+                slots: None,
+                ..
+            })
         ));
         let result = config(
             quote!(timeout = "2s"),
@@ -334,6 +574,124 @@ mod tests {
     }
 
     #[test]
+    fn skip_by_return_type() {
+        for (args, item, skipped, notice) in [
+            (
+                quote!(on_conflict = "skip"),
+                quote!(
+                    fn main() -> std::process::ExitCode {}
+                ),
+                Skipped::Exit,
+                false,
+            ),
+            (
+                quote!(on_conflict = "skip", timeout = "1s"),
+                quote!(
+                    fn main() {}
+                ),
+                Skipped::Exit,
+                false,
+            ),
+            (
+                quote!(on_conflict = "skip"),
+                quote!(
+                    fn f() -> () {}
+                ),
+                Skipped::Unit,
+                false,
+            ),
+            (
+                quote!(on_conflict = "skip", timeout = "1s"),
+                quote!(
+                    async fn f() -> Option<u8> {}
+                ),
+                Skipped::None,
+                false,
+            ),
+            (
+                quote!(on_conflict = "skip", timeout = "1s", notice = true),
+                quote!(
+                    fn main() {}
+                ),
+                Skipped::Exit,
+                true,
+            ),
+        ] {
+            let config = config(args, item).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.policy, Policy::Skip(skipped));
+            assert_eq!(config.lock.notice, notice);
+        }
+    }
+
+    #[test]
+    fn names_once_or_per_call() {
+        let item = quote!(
+            fn f<T: Named>(id: u32, (a, b): (u8, u8), Tenant { key, .. }: Tenant) {}
+        );
+        for (args, per_call) in [
+            (quote!(name = "x"), false),
+            (quote!(name = JOB_NAME), false),
+            (quote!(name = config::JOB_NAME), false),
+            (quote!(name = ::config::id), false),
+            (quote!(name = id), true),
+            (quote!(name = b), true),
+            (quote!(name = key), true),
+            (quote!(name = T::NAME), true),
+            (quote!(name = Self::NAME), true),
+            (quote!(name = format!("tenant-{id}")), true),
+            (quote!(name = JOBS[0]), true),
+        ] {
+            let shown = args.to_string();
+            let mut args = args;
+            args.extend(quote!(, wait));
+            let config = config(args, item.clone()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.lock.per_call(), per_call, "{shown}");
+        }
+    }
+
+    #[test]
+    fn places() {
+        let unit = quote!(
+            fn f() {}
+        );
+        let at = config(quote!(path = "/a.lock", cleanup, wait), unit.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(at.lock.name().is_none());
+        assert!(matches!(
+            at.lock.backend,
+            Backend::File(FileOptions {
+                file: LockFile::At(_),
+                cleanup: true,
+                ..
+            })
+        ));
+        let system = config(quote!(scope = "system", slots = 2, wait), unit.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            system.lock.backend,
+            Backend::File(FileOptions {
+                file: LockFile::Named {
+                    dir: Dir::System,
+                    ..
+                },
+                slots: Some(n),
+                ..
+            }) if n.get() == 2
+        ));
+        let user = config(quote!(scope = "user", wait), unit).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            user.lock.backend,
+            Backend::File(FileOptions {
+                file: LockFile::Named {
+                    dir: Dir::Default,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn postgres_options() {
         let pg = config(
             quote!(backend = "postgres", key = 5, lease = "0s", wait),
@@ -346,7 +704,8 @@ mod tests {
             pg.lock.backend,
             Backend::Postgres(PostgresOptions {
                 key: Some(5),
-                lease_millis: Some(1)
+                lease_millis: Some(1),
+                ..
             })
         ));
     }
@@ -394,6 +753,59 @@ mod tests {
                 quote!(notice = true),
                 &main,
                 "`notice` announces long waits",
+            ),
+            (
+                quote!(on_conflict = "skip"),
+                &quote!(
+                    fn f() -> u32 {}
+                ),
+                "returning `()`",
+            ),
+            (
+                quote!(on_conflict = "skip"),
+                &quote!(
+                    fn f() -> Result<(), E> {}
+                ),
+                "for a `Result`, use",
+            ),
+            (quote!(on_conflict = "skip", wait), &unit, "never gives up"),
+            (
+                quote!(on_conflict = "skip", exit_code = 3),
+                &main,
+                "exits with status 0",
+            ),
+            (
+                quote!(path = "/a", name = "b"),
+                &main,
+                "`name` and `path` cannot",
+            ),
+            (quote!(path = "/a", dir = "/b"), &main, "`dir` and `path`"),
+            (
+                quote!(scope = "user", path = "/a"),
+                &main,
+                "`scope` and `path`",
+            ),
+            (quote!(path = ""), &main, "must not be empty"),
+            (
+                quote!(scope = "system", dir = "/b"),
+                &main,
+                "`scope` and `dir`",
+            ),
+            (quote!(slots = 2, shared), &main, "`slots` and `shared`"),
+            (
+                quote!(backend = "postgres", path = "/a"),
+                &main,
+                "`path` applies to lock files",
+            ),
+            (
+                quote!(backend = "postgres", scope = "system"),
+                &main,
+                "`scope` applies to lock files",
+            ),
+            (
+                quote!(backend = "postgres", slots = 2),
+                &main,
+                "`slots` applies to lock files",
             ),
         ] {
             let err = config(args, item.clone())

@@ -3,9 +3,12 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
 use syn::{AttrStyle, ItemFn, ReturnType, Type};
 
-use crate::check::{Backend, Config, Lock, Name, OnLost, Policy, Wait};
+use crate::check::{
+    Backend, Config, Dir, FileOptions, Lock, LockFile, Name, OnLost, Policy, Skipped, Wait,
+};
 use crate::item::FnInfo;
 
 /// Input: the function and its checked configuration. Output: the function with a lock
@@ -35,24 +38,37 @@ pub(crate) fn expand(f: ItemFn, info: &FnInfo, config: &Config) -> TokenStream {
     let err = syn::Ident::new("__lockmacro_err", Span::mixed_site());
     let on_failure = on_failure(config, info, &err);
     let make = lock(krate, &config.lock);
-    let site = quote! {
-        static __LOCKMACRO_SITE: #krate::__private::Site =
-            #krate::__private::Site::new(|| #make);
+    // Where the lock comes from: a `static` site that builds it once, or (a name that depends
+    // on the call) built here at each call.
+    let (enter, enter_async) = if config.lock.per_call() {
+        (
+            quote!(#krate::__private::enter_per_call(#make, #deadline)),
+            quote!(#krate::__private::enter_async_per_call(#make, #deadline)),
+        )
+    } else {
+        let site = quote! {
+            static __LOCKMACRO_SITE: #krate::__private::Site =
+                #krate::__private::Site::new(|| #make);
+        };
+        (
+            quote!({ #site #krate::__private::enter(&__LOCKMACRO_SITE, #deadline) }),
+            quote!({ #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #deadline) }),
+        )
     };
     let body = if info.is_async {
         let hint = return_type_hint(&sig.output);
         let (run, on_lost) = if config.lock.on_lost == OnLost::Cancel {
             let lost = syn::Ident::new("__lockmacro_lost", Span::mixed_site());
-            let from = quote_spanned!(info.ret_span=> ::core::convert::From::from);
+            let from = from_lock_error(krate, info, &lost);
             (
                 quote!(run_or_cancel),
-                quote!(, |#lost| ::core::result::Result::Err(#from(#lost))),
+                quote!(, |#lost| ::core::result::Result::Err(#from)),
             )
         } else {
             (quote!(run), TokenStream::new())
         };
         quote! {
-            match { #site #krate::__private::enter_async(&__LOCKMACRO_SITE, #deadline) }.await {
+            match #enter_async.await {
                 ::core::result::Result::Ok(#scope) => #scope,
                 ::core::result::Result::Err(#err) => #on_failure,
             }
@@ -62,12 +78,9 @@ pub(crate) fn expand(f: ItemFn, info: &FnInfo, config: &Config) -> TokenStream {
     } else {
         quote! {
             #(#items)*
-            let #scope = {
-                #site
-                match #krate::__private::enter(&__LOCKMACRO_SITE, #deadline) {
-                    ::core::result::Result::Ok(#scope) => #scope,
-                    ::core::result::Result::Err(#err) => #on_failure,
-                }
+            let #scope = match #enter {
+                ::core::result::Result::Ok(#scope) => #scope,
+                ::core::result::Result::Err(#err) => #on_failure,
             };
             #(#stmts)*
         }
@@ -81,25 +94,52 @@ pub(crate) fn expand(f: ItemFn, info: &FnInfo, config: &Config) -> TokenStream {
     out
 }
 
-/// The runtime's `Lock`, built once per process in the function's `Site`.
+/// The runtime's `Lock`: built once per process in the function's `Site`, or at each call.
 fn lock(krate: &syn::Path, lock: &Lock) -> TokenStream {
-    let name = match &lock.name {
-        Name::PerFile => quote!(::core::concat!(
-            ::core::env!("CARGO_CRATE_NAME"),
-            ":",
-            ::core::file!()
-        )),
-        Name::Literal(lit) => lit.to_token_stream(),
+    let new = |name: &Name| {
+        let name = match name {
+            Name::PerFile => quote!(::core::concat!(
+                ::core::env!("CARGO_CRATE_NAME"),
+                ":",
+                ::core::file!()
+            )),
+            Name::Literal(lit) => lit.to_token_stream(),
+            // Any string, by reference; a type error lands on the expression.
+            Name::Constant(expr) | Name::PerCall(expr) => quote_spanned! {expr.span()=>
+                #krate::__private::LockName::lock_name(&(#expr))
+            },
+        };
+        quote!(#krate::Lock::new(#name))
     };
     let mut builder = TokenStream::new();
-    if let Backend::File(file) = &lock.backend {
-        if let Some(dir) = &file.dir {
-            builder.extend(quote!(.dir(#dir)));
+    let made = match &lock.backend {
+        Backend::File(FileOptions {
+            file,
+            cleanup,
+            slots,
+        }) => {
+            let made = match file {
+                LockFile::Named { name, dir } => {
+                    match dir {
+                        Dir::Default => {}
+                        Dir::System => builder.extend(quote!(.system())),
+                        Dir::Given(dir) => builder.extend(quote!(.dir(#dir))),
+                    }
+                    new(name)
+                }
+                LockFile::At(path) => quote!(#krate::Lock::at(#path)),
+            };
+            if *cleanup {
+                builder.extend(quote!(.cleanup()));
+            }
+            if let Some(slots) = slots {
+                let slots = proc_macro2::Literal::u32_unsuffixed(slots.get());
+                builder.extend(quote!(.slots(#slots)));
+            }
+            made
         }
-        if file.cleanup {
-            builder.extend(quote!(.cleanup()));
-        }
-    }
+        Backend::Postgres(pg) => new(&pg.name),
+    };
     if lock.shared {
         builder.extend(quote!(.shared()));
     }
@@ -118,7 +158,7 @@ fn lock(krate: &syn::Path, lock: &Lock) -> TokenStream {
     if lock.notice {
         builder.extend(quote!(.wait_notice(true)));
     }
-    let lock_new = quote!(#krate::Lock::new(#name) #builder);
+    let lock_new = quote!(#made #builder);
     match lock.backend {
         Backend::File(_) => lock_new,
         // Through a runtime macro, which refuses it without the runtime's `postgres` feature.
@@ -142,20 +182,46 @@ fn on_failure(config: &Config, info: &FnInfo, err: &syn::Ident) -> TokenStream {
     let krate = &config.krate;
     match config.policy {
         Policy::Error => {
-            // rustc reports a missing `From` on the argument: place it on the return type.
+            // rustc reports a missing conversion on the argument: place it on the return type.
             let arg = syn::Ident::new(
                 &err.to_string(),
                 Span::mixed_site().located_at(info.ret_span),
             );
-            let from = quote_spanned!(info.ret_span=> ::core::convert::From::from);
-            quote!(return ::core::result::Result::Err(#from(#arg)))
+            let from = from_lock_error(krate, info, &arg);
+            quote!(return ::core::result::Result::Err(#from))
         }
         Policy::Exit { code } => {
             let code = i32::from(code);
             quote!(#krate::__private::exit(#err, #code))
         }
         Policy::Panic => quote!(#krate::__private::panic(#err)),
+        Policy::Skip(Skipped::Exit) => quote!(#krate::__private::skip_exit(#err)),
+        Policy::Skip(Skipped::Unit) => quote!({
+            #krate::__private::skip_or_panic(#err);
+            return;
+        }),
+        Policy::Skip(Skipped::None) => quote!({
+            #krate::__private::skip_or_panic(#err);
+            return ::core::option::Option::None;
+        }),
     }
+}
+
+/// `E::from(err)` (`err` a `lockmacro_runtime::Error`) for the function's error type, through the runtime's
+/// `FromLockError`, whose missing implementation is one error on the return type saying what to
+/// implement.
+fn from_lock_error(krate: &syn::Path, info: &FnInfo, err: &syn::Ident) -> TokenStream {
+    // The whole call at the return type (the crate path and the parentheses too), or rustc
+    // blames the attribute.
+    let krate: TokenStream = krate
+        .to_token_stream()
+        .into_iter()
+        .map(|mut tree| {
+            tree.set_span(info.ret_span);
+            tree
+        })
+        .collect();
+    quote_spanned!(info.ret_span=> #krate::__private::FromLockError::from_lock_error(#err))
 }
 
 /// An `async move` block infers its output type from its own `return`s and `?`s, which fails

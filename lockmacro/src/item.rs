@@ -1,7 +1,7 @@
 //! Reading the annotated item: it must be a function with a body, and not `const`.
 
 use proc_macro2::{Span, TokenStream};
-use syn::{ItemFn, ReturnType, Type};
+use syn::{Ident, ItemFn, Pat, ReturnType, Type};
 
 /// What `check` and `expand` need to know about the function besides its tokens.
 pub(crate) struct FnInfo {
@@ -16,6 +16,22 @@ pub(crate) struct FnInfo {
     pub(crate) is_async: bool,
     /// The `fn` token: where "this function needs a policy" errors point.
     pub(crate) fn_span: Span,
+    /// What the function returns, as far as `on_conflict = "skip"` is concerned.
+    pub(crate) returns: Returns,
+    /// The names a call brings into scope that an item (a `static`) cannot see: the arguments'
+    /// bindings and the generic parameters. A `name = <path>` starting with one of them (or
+    /// with `Self`) is evaluated at each call.
+    pub(crate) call_names: Vec<Ident>,
+}
+
+/// The return types that can say "skipped" without running the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// No return type, or `()`.
+    Unit,
+    /// `Option<..>` (any path ending in `Option`).
+    Option,
+    Other,
 }
 
 pub(crate) fn parse(tokens: TokenStream) -> syn::Result<(ItemFn, FnInfo)> {
@@ -41,6 +57,8 @@ pub(crate) fn parse(tokens: TokenStream) -> syn::Result<(ItemFn, FnInfo)> {
         },
         is_async: f.sig.asyncness.is_some(),
         fn_span: f.sig.fn_token.span,
+        returns: returns(&f.sig.output),
+        call_names: call_names(&f.sig),
     };
     Ok((f, info))
 }
@@ -56,6 +74,63 @@ fn returns_result(output: &ReturnType) -> bool {
     }
     matches!(ty, Type::Path(p) if p.qself.is_none()
         && p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+}
+
+fn returns(output: &ReturnType) -> Returns {
+    let ReturnType::Type(_, ty) = output else {
+        return Returns::Unit;
+    };
+    let mut ty: &Type = ty;
+    while let Type::Paren(inner) = ty {
+        ty = &inner.elem;
+    }
+    match ty {
+        Type::Tuple(t) if t.elems.is_empty() => Returns::Unit,
+        Type::Path(p)
+            if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Option") =>
+        {
+            Returns::Option
+        }
+        _ => Returns::Other,
+    }
+}
+
+/// The arguments' bindings (through any pattern) and the generic parameters.
+fn call_names(sig: &syn::Signature) -> Vec<Ident> {
+    fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
+        match pat {
+            Pat::Ident(p) => {
+                out.push(p.ident.clone());
+                if let Some((_, sub)) = &p.subpat {
+                    bindings(sub, out);
+                }
+            }
+            Pat::Tuple(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+            Pat::TupleStruct(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+            Pat::Struct(s) => s.fields.iter().for_each(|f| bindings(&f.pat, out)),
+            Pat::Slice(s) => s.elems.iter().for_each(|p| bindings(p, out)),
+            Pat::Reference(r) => bindings(&r.pat, out),
+            Pat::Type(t) => bindings(&t.pat, out),
+            Pat::Paren(p) => bindings(&p.pat, out),
+            Pat::Or(o) => o.cases.iter().for_each(|p| bindings(p, out)),
+            _ => {}
+        }
+    }
+    let mut names = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            syn::FnArg::Receiver(r) => names.push(Ident::new("self", r.self_token.span)),
+            syn::FnArg::Typed(t) => bindings(&t.pat, &mut names),
+        }
+    }
+    for param in &sig.generics.params {
+        match param {
+            syn::GenericParam::Type(t) => names.push(t.ident.clone()),
+            syn::GenericParam::Const(c) => names.push(c.ident.clone()),
+            syn::GenericParam::Lifetime(_) => {}
+        }
+    }
+    names
 }
 
 fn may_return_result(output: &ReturnType) -> bool {

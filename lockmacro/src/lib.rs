@@ -46,14 +46,18 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | argument | meaning |
 /// |---|---|
 /// | `name = "..."` | The lock's name. Default: the crate name and the source file (see [`default_name!`]), so all functions annotated without a name in one file share one lock, and two copies of one binary exclude each other. Any text is fine: it is mapped to a safe file name. |
+/// | `name = JOB_NAME`, `name = format!("tenant-{id}")` | A name from code: any expression whose type is `AsRef<str>` (`&str`, `String`, `Cow<str>`, ...). A path that does not start with an argument, a generic parameter or `Self` (a `const` or `static`) is read once per process, like a literal. Any other expression is evaluated at each call and the lock built for that call: calls with different names run together, calls with the same name exclude each other, and nested calls on the same name run as for any lock. |
 /// | `wait` | Block until the lock is free. Default: do not wait. |
 /// | `timeout = "250ms"` | Wait at most this long (`ms`, `s`, `m` or `h`), then fail with [`Error::Timeout`]. Checked at compile time. Not with `wait`. |
+/// | `scope = "user" \| "system"` | Which default directory: the per-user one (`"user"`, the default) or the system-wide one (`Lock::system`). Not with `dir`, `path` or `backend = "postgres"`. |
+/// | `path = "..."` | Lock exactly this file (`Lock::at`). Not with `name`, `dir`, `scope` or `backend = "postgres"`. |
+/// | `slots = N` | Up to `N` holders at once (`N` ≥ 1; `Lock::slots`). Not with `shared` or `backend = "postgres"`. |
 /// | `dir = "..."` | The lock directory for this lock. Default: `LOCKMACRO_DIR` if set, else a private per-user directory (see [`default_dir`]). A shared directory must be owned by you or root, and have the sticky bit if others may write to it (see `Lock::dir`). |
 /// | `cleanup` | Remove the lock file on release: race-free among lockmacro processes, which re-check the file they locked; **not with lockers that do not (`flock(1)`, scripts) on the same file: two holders.** Default: keep it, as flock(1) and cargo do; it costs nothing and is never stale, because the kernel, not the file, says who holds the lock. |
 /// | `shared` | A shared (reader) lock: shared holders run together; an exclusive holder excludes them and they exclude it. |
-/// | `on_conflict = "error" \| "exit" \| "panic"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). |
+/// | `on_conflict = "error" \| "exit" \| "panic" \| "skip"` | What happens when the lock is not obtained (taken, timed out, or an I/O failure such as an unusable directory). `"skip"`: see below. |
 /// | `exit_code = N` | The exit status for `"exit"` (0 to 255; default 1). |
-/// | `notice = true \| false` | With `wait` or `timeout`: print one line to stderr when the wait lasts more than about a second (`prog: waiting for lock `name` (held by pid N, path ...)`), once. Default: on for `main`, off elsewhere (see `Lock::wait_notice`). |
+/// | `notice = true \| false` | With `wait` or `timeout`: print one line to stderr when the wait lasts more than about a second (`prog: waiting for lock `name` (held by pid N, path ...)`), once. Default: on for `main` unless it skips, off elsewhere (see `Lock::wait_notice`). |
 /// | `backend = "file" \| "postgres"` | Where the lock lives. Default `"file"`. `"postgres"` (runtime feature `postgres`): a PostgreSQL session advisory lock, so hosts exclude each other; the server URL comes from `LOCKMACRO_POSTGRES_URL`. Not with `dir` or `cleanup`. |
 /// | `key = N` | PostgreSQL only: the advisory-lock key (`i64`) instead of the one derived from the name. |
 /// | `lease = "10s"` | PostgreSQL only: the lease (default 10 s). The server frees the lock of a holder silent this long; the holder declares the lock lost after half of it without an answered heartbeat. |
@@ -70,8 +74,15 @@ use proc_macro2::TokenStream as TokenStream2;
 ///   needs `From<lockmacro_runtime::Error>` (`io::Error`, `anyhow::Error` and
 ///   `Box<dyn Error>` have it).
 /// - Any other function must say: `wait` (blocks; an I/O failure then panics with the message),
-///   or `on_conflict = "exit"` / `"panic"`. Without one it does not compile, and `timeout` alone
-///   does not count, because a timeout needs somewhere to go.
+///   or `on_conflict = "exit"` / `"panic"` / `"skip"`. Without one it does not compile, and
+///   `timeout` alone does not count, because a timeout needs somewhere to go.
+/// - `"skip"` (on a function returning `()` or `Option<T>`, sync or async, or on any `main`):
+///   when the lock is taken, or the `timeout` ran out ([`Error::is_contended`]), the body does
+///   not run and the function returns at once: `()`, `None`, or for `main` the process exits
+///   with status 0 and prints nothing (no wait notice either, unless `notice = true`). Any other
+///   failure is not skipped: `main` prints its one line and exits with status 1, other functions
+///   panic with the message. Not with `wait`, which never gives up; on another return type it
+///   is a compile error.
 ///
 /// # Nested calls
 ///
@@ -131,6 +142,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// [`Error::Timeout`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html#variant.Timeout
 /// [`Error::Nested`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html#variant.Nested
 /// [Error]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html
+/// [`Error::is_contended`]: https://docs.rs/lockmacro-runtime/latest/lockmacro_runtime/enum.Error.html#method.is_contended
 #[proc_macro_attribute]
 pub fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_exclusive(args.into(), item.into()).into()

@@ -24,9 +24,12 @@
 //!   drops its copy of the guard, print `forked pid=<pid> child=<exit status>`, keep the lock
 //!   until stdin EOF, release, print `released`.
 //! - `noop`: exit 0 (the exec target of `fork-drop`).
+//! - `skip-main`, `skip-option`, `tenant`: see `tests/bin/features.rs`.
 //!
 //! Exit status 2 means a usage or unexpected error (details on stderr).
 
+#[path = "features.rs"]
+mod features;
 #[path = "protocol.rs"]
 mod protocol;
 
@@ -52,7 +55,10 @@ fn main() -> ExitCode {
         "stress" => stress(rest),
         "fork-drop" => fork_drop(rest),
         "noop" => Ok(ExitCode::SUCCESS),
-        other => return usage(&format!("unknown subcommand `{other}`")),
+        other => match features::run(other, rest) {
+            Some(result) => result,
+            None => return usage(&format!("unknown subcommand `{other}`")),
+        },
     };
     match result {
         Ok(code) => code,
@@ -67,7 +73,8 @@ fn usage(message: &str) -> ExitCode {
     eprintln!(
         "lm-helper: {message}\nusage: lm-helper hold <name> [--cleanup] [--shared] [--mark <file>]\
          | migrate | wait-acquire [--mark <file>] | timeout \
-         | stress <n> <dir> [--cleanup|--nolock] | fork-drop <name> | noop"
+         | stress <n> <dir> [--cleanup|--nolock] | fork-drop <name> | noop \
+         | skip-main [--timeout] | skip-option | tenant <id>"
     );
     ExitCode::from(2)
 }

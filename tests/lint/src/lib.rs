@@ -293,6 +293,38 @@ pub async fn async_unit() {
     println!("async unit");
 }
 
+/// The name of [`from_const`]'s lock.
+pub const JOB: &str = "lint-const-name";
+
+/// `name = <const>`: read once per process.
+///
+/// # Panics
+///
+/// When the lock is held elsewhere.
+#[exclusive(name = JOB, on_conflict = "panic")]
+pub fn from_const() {
+    println!("const name");
+}
+
+/// `on_conflict = "skip"` on an `Option` function with a per-call name.
+#[exclusive(name = format!("lint-tenant-{id}"), on_conflict = "skip")]
+#[must_use]
+pub fn skip_tenant(id: u32) -> Option<u32> {
+    Some(id)
+}
+
+/// `on_conflict = "skip"` on a unit function, with a timeout.
+#[exclusive(name = "lint-skip-unit", on_conflict = "skip", timeout = "1s")]
+pub fn skip_unit() {
+    println!("skip unit");
+}
+
+/// `on_conflict = "skip"` on an async function with a name from an argument.
+#[exclusive(name = tenant, on_conflict = "skip")]
+pub async fn skip_async(tenant: &str) -> Option<usize> {
+    Some(tenant.len())
+}
+
 /// A counter with annotated methods.
 #[derive(Debug)]
 pub struct Counter {

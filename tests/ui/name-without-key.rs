@@ -1,0 +1,4 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive("nightly-backup")]
+fn main() {}

@@ -1,0 +1,4 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(name = "report", scope = "host")]
+fn main() {}

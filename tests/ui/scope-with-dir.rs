@@ -1,0 +1,4 @@
+use lockmacro_runtime::exclusive;
+
+#[exclusive(dir = "/srv/locks", scope = "system")]
+fn main() {}
