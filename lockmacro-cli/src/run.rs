@@ -93,8 +93,11 @@ fn forward(signals: Signals) {
 
 fn spawn(command: &[OsString]) -> Result<Child, Fail> {
     let (program, rest) = command.split_first().expect("clap requires CMD");
+    let mut command = Command::new(program);
+    command.args(rest);
+    sys::unblock_in_child(&mut command);
     let mut state = cmd();
-    match Command::new(program).args(rest).spawn() {
+    match command.spawn() {
         Ok(child) => {
             *state = Cmd::Running(child.id());
             Ok(child)

@@ -30,7 +30,7 @@ pub(crate) struct Received {
 impl Signals {
     /// Blocks [`FORWARDED`] in the calling thread, and so in every thread it starts later. Call
     /// it before any other thread exists, or one of them may take a signal's default action.
-    /// Children started by `std::process::Command` get an empty mask again (std resets it).
+    /// Children inherit the mask: see [`unblock_in_child`].
     pub(crate) fn block_forwarded() -> io::Result<Signals> {
         // SAFETY: plain libc calls on a local, initialized set.
         unsafe {
@@ -77,6 +77,24 @@ impl Signals {
                 }
             }
         }
+    }
+}
+
+/// Makes `command` start with no signal blocked: it would inherit our mask (std leaves it as
+/// is: `signals_are_forwarded_to_the_command` fails without this).
+pub(crate) fn unblock_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed: sigemptyset and
+    // pthread_sigmask (sigprocmask) are.
+    unsafe {
+        command.pre_exec(|| {
+            let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            match libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        });
     }
 }
 
