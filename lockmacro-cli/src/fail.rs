@@ -68,10 +68,18 @@ impl Fail {
     /// Prints the line, if any; the status to exit with.
     pub(crate) fn report(self) -> i32 {
         if let Some(line) = self.line {
-            eprintln!("{}: {line}", program_name());
+            say(&line);
         }
         self.code
     }
+}
+
+/// Prints `lockmacro: {line}` on stderr in one write, so that no other thread's output (the
+/// runtime's waiting notice, a panic) lands inside it.
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let text = format!("{}: {line}\n", program_name());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// This program's file name, as the runtime prints it before its own lines (`lockmacro: ...`).

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use lockmacro_runtime::{Error, LockGuard, OnLost, LOST_EXIT_CODE};
 
-use crate::fail::{self, one_line, program_name, Fail};
+use crate::fail::{self, one_line, Fail};
 use crate::sys::{self, Signals};
 use crate::RunArgs;
 
@@ -161,11 +161,10 @@ fn watch(guard: &LockGuard, ended: &Ended, pid: u32, kill_after: Duration) -> Op
         }
         lost.as_mut().poll(cx).map(Some)
     }))?;
-    eprintln!(
-        "{}: {}; stopping the command (pid {pid}): SIGTERM now, SIGKILL after {kill_after:?}",
-        program_name(),
+    fail::say(&format!(
+        "{}; stopping the command (pid {pid}): SIGTERM now, SIGKILL after {kill_after:?}",
         one_line(&err),
-    );
+    ));
     signal_cmd(libc::SIGTERM);
     if !ended.wait(kill_after) {
         signal_cmd(libc::SIGKILL);
