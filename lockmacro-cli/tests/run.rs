@@ -7,6 +7,8 @@
 //!   `lockmacro run`; same lock file for `--dir D` and `dir = "D"`.
 //! - `refused_both_ways_against_the_runtime_in_this_process`: `Lock::new(NAME).dir(D)` and
 //!   `lockmacro run NAME --dir D` exclude each other; the runtime sees lockmacro's PID.
+//! - `flock_1_on_the_printed_path_is_the_same_lock`: `flock -n "$(lockmacro path NAME)"` and
+//!   `lockmacro run NAME` exclude each other.
 //! - `the_status_is_the_commands`: 0, 3, 128+signal; 127 and 126 when CMD cannot run.
 //! - `signals_are_forwarded_to_the_command`: SIGINT, SIGTERM, SIGHUP, SIGQUIT sent to
 //!   lockmacro reach CMD, which decides the status.
@@ -197,6 +199,48 @@ fn refused_both_ways_against_the_runtime_in_this_process() {
     assert!(held.finish().status.success());
     assert_eq!(lock.holder().expect("holder"), None);
     drop(lock.try_acquire().expect("free once lockmacro is gone"));
+}
+
+#[test]
+fn flock_1_on_the_printed_path_is_the_same_lock() {
+    let dir = tempdir();
+    let d = dir_arg(dir.path());
+    let path = finish(&mut lockmacro(&["path", "cli-flock", "--dir", &d])).stdout;
+    let mut held = Running::start(&mut lockmacro(&[
+        "run",
+        "cli-flock",
+        "--dir",
+        &d,
+        "--",
+        "sh",
+        "-c",
+        "echo holding; exec cat",
+    ]));
+    held.expect(Stream::Out, "holding");
+    let flock = Command::new("flock")
+        .args(["-n", &path, "true"])
+        .status()
+        .expect("run flock(1) (util-linux)");
+    assert_eq!(flock.code(), Some(1), "flock(1) -n while lockmacro holds");
+    assert!(held.finish().status.success());
+
+    let mut flock =
+        Running::start(Command::new("flock").args([&path, "sh", "-c", "echo holding; exec cat"]));
+    flock.expect(Stream::Out, "holding");
+    let refused = finish(&mut lockmacro(&[
+        "run",
+        "cli-flock",
+        "--dir",
+        &d,
+        "--",
+        "true",
+    ]));
+    assert_eq!(refused.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("is already held by pid"),
+        "{refused:?}"
+    );
+    assert!(flock.finish().status.success());
 }
 
 #[test]
