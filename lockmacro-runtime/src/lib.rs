@@ -56,6 +56,8 @@ mod notice;
 mod once;
 #[cfg(feature = "postgres")]
 mod pg;
+#[cfg(feature = "postgres")]
+mod pg_connect;
 mod pid;
 mod slot;
 mod trace;
