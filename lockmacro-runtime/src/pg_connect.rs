@@ -338,6 +338,7 @@ fn parse(conninfo: &str) -> Result<Options, ConnectError> {
 fn parse_key_values(text: &str) -> Result<Options, ConnectError> {
     let mut options = Options::new();
     let mut chars = text.chars().peekable();
+    let mut previous = "";
     loop {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.peek().is_none() {
@@ -347,10 +348,17 @@ fn parse_key_values(text: &str) -> Result<Options, ConnectError> {
         while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
             key.push(c);
         }
+        // After an unquoted password with a space, this word may be part of the password.
+        let shown = if previous == "password" {
+            "(not shown: it follows the password)"
+        } else {
+            key.as_str()
+        };
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             return Err(ConnectError::config(format!(
-                "missing \"=\" after \"{key}\" in the connection string"
+                "missing \"=\" after \"{shown}\" in the connection string (a value with \
+                 spaces must be quoted: key='a b')"
             )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -377,7 +385,18 @@ fn parse_key_values(text: &str) -> Result<Options, ConnectError> {
                 }
             }
         }
-        options.insert(check_key(&key)?, value);
+        let known = check_key(&key).map_err(|e| {
+            if previous == "password" {
+                ConnectError::config(
+                    "unknown connection option after the password (not shown: it may be part \
+                     of it; a value with spaces must be quoted: key='a b')",
+                )
+            } else {
+                e
+            }
+        })?;
+        options.insert(known, value);
+        previous = known;
     }
 }
 
@@ -392,9 +411,11 @@ fn percent_decode(text: &str) -> Result<String, ConnectError> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
-                    ConnectError::config(format!(
-                        "invalid percent-encoded token in the connection URI: \"{text}\""
-                    ))
+                    // Not the text: it may be the password.
+                    ConnectError::config(
+                        "invalid percent-encoded token in the connection URI (% must be \
+                         followed by two hexadecimal digits)",
+                    )
                 })?;
             if hex == 0 {
                 return Err(ConnectError::config(
@@ -1859,10 +1880,15 @@ mod tests {
                 assert!(!shown.contains("secret"), "{url}: {shown}");
             }
         }
-        let err = resolve_with(Some("postgres://u:url-secret@h/d?sslmode=bad"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("secret"), "{err}");
+        for url in [
+            "postgres://u:url-secret@h/d?sslmode=bad",
+            "postgres://u:url-secret%zz@h/d",
+            "host=h password=url secret",
+            "host=h password=url secret=x",
+        ] {
+            let err = resolve_with(Some(url), &[]).unwrap_err().to_string();
+            assert!(!err.contains("secret"), "{url}: {err}");
+        }
     }
 
     #[test]
