@@ -10,9 +10,9 @@
 //!
 //! - URIs: `postgres://user:password@host:port,host2:port2/dbname?key=value&...` (or
 //!   `postgresql://`). Every part is optional and percent-decoded; `[...]` holds an IPv6
-//!   address; a host that is a directory (`%2Fvar%2Frun%2Fpostgresql`, or `?host=/var/run/postgresql`)
-//!   is a Unix socket: `postgres:///test?host=/var/run/postgresql`. `ssl=true` means
-//!   `sslmode=require`, as in libpq.
+//!   address; a host that is a directory (`%2Fvar%2Frun%2Fpostgresql`, or
+//!   `?host=/var/run/postgresql`) is a Unix socket: `postgres:///test?host=/var/run/postgresql`.
+//!   `ssl=true` means `sslmode=require`, as in libpq.
 //! - key-value strings: `host=/var/run/postgresql dbname=test user='o\'brien'`.
 //!
 //! Keys: `host`, `hostaddr`, `port`, `dbname`, `user`, `password`, `passfile`, `sslmode`,
@@ -57,7 +57,7 @@
 //! |---|---|---|---|
 //! | `disable` | never | | |
 //! | `allow` | only if the server refuses a plain session | if roots are available | no |
-//! | `prefer` (default) | if the server offers it; plain if TLS fails | if roots are available | no |
+//! | `prefer` (default) | if offered; plain if TLS fails | if roots are available | no |
 //! | `require` | always | if roots are available | no |
 //! | `verify-ca` | always | always | no |
 //! | `verify-full` | always | always | always |
@@ -68,10 +68,14 @@
 //! (PostgreSQL 16's meaning), defaults `sslmode` to `verify-full` and refuses any other mode.
 //! `verify-ca` and `verify-full` without any root certificate fail with libpq's advice.
 //! Certificates are checked with rustls (webpki) and the `ring` provider; host names against
-//! the DNS or IP-address subject alternative names (never the common name). `sslmode` is
-//! ignored for Unix sockets, as in libpq (the server offers no TLS there); a list mixing sockets
-//! and TCP hosts with `require` or stronger fails on its socket hosts. SCRAM uses channel
-//! binding (`tls-server-end-point`) over TLS when the server offers it.
+//! the DNS or IP-address subject alternative names (never the common name); with `hostaddr`
+//! and no `host`, the address is the name checked (libpq refuses `verify-full` there).
+//! `sslmode` is ignored for Unix sockets, as in libpq (the server offers no TLS there); a list
+//! mixing sockets and TCP hosts with `require` or stronger fails on its socket hosts. SCRAM
+//! uses channel binding (`tls-server-end-point`) over TLS when the server offers it. As in
+//! libpq, `prefer` (and `allow`) go plain when TLS fails, certificate errors included: only
+//! `verify-full` (or `verify-ca`) protects against a server or network path that is not the
+//! expected one.
 //!
 //! # Descriptions
 //!
@@ -473,7 +477,7 @@ fn parse_uri(rest: &str) -> Result<Options, ConnectError> {
                     "" => "",
                     _ => after.strip_prefix(':').ok_or_else(|| {
                         ConnectError::config(format!(
-                            "unexpected \"{after}\" after an IPv6 host address in the connection URI"
+                            "unexpected \"{after}\" after an IPv6 host address in the URI"
                         ))
                     })?,
                 };
