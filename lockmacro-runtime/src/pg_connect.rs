@@ -66,7 +66,9 @@
 //! `~/.postgresql/root.crt` exists: as in libpq, `require` with a root certificate checks the
 //! chain like `verify-ca`. `sslrootcert=system` uses the operating system's trusted roots
 //! (PostgreSQL 16's meaning), defaults `sslmode` to `verify-full` and refuses any other mode.
-//! `verify-ca` and `verify-full` without any root certificate fail with libpq's advice.
+//! `verify-ca` and `verify-full` without any root certificate fail with libpq's advice. One
+//! deliberate difference: an `sslrootcert` file that cannot be read is an error in every mode
+//! (libpq ignores it below `verify-ca`, silently dropping the verification that was asked for).
 //! Certificates are checked with rustls (webpki) and the `ring` provider; host names against
 //! the DNS or IP-address subject alternative names (never the common name); with `hostaddr`
 //! and no `host`, the address is the name checked (libpq refuses `verify-full` there).
