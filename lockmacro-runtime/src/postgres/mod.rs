@@ -19,15 +19,16 @@
 //! A lost lock is never re-acquired: by default the process prints one line and exits with
 //! [`LOST_EXIT_CODE`]; with [`OnLost::Report`] the guard reports it instead.
 
+mod connect;
+
 use std::future::Future;
-use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::deadline::Deadline;
 use crate::error::{one_line, program_name, Error, Location};
@@ -133,10 +134,28 @@ impl Spec {
     /// The server without credentials (`host:port/db`), or `$LOCKMACRO_POSTGRES_URL` until
     /// that is read.
     pub(crate) fn server(&self) -> String {
-        self.url
-            .as_deref()
-            .and_then(|url| url.parse::<tokio_postgres::Config>().ok())
-            .map_or_else(|| format!("${URL_ENV}"), |c| server_of(&c))
+        let Some(url) = self.url.as_deref() else {
+            return format!("${URL_ENV}");
+        };
+        match connect::resolve(Some(url), &|key| std::env::var(key).ok()) {
+            Ok(target) => server_of(target.config()),
+            Err(_) => "(an unusable connection string)".to_owned(),
+        }
+    }
+
+    /// The server to connect to: the lock's URL, else `LOCKMACRO_POSTGRES_URL`, else the libpq
+    /// environment (`PGHOST` and the rest) if it names a host. Without any of them this is an
+    /// error, never libpq's default local server: a host whose configuration is missing would
+    /// otherwise lock its own local server, and exclude nobody on the other hosts.
+    fn target(&self) -> Result<connect::Target, String> {
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let url = self.url.clone().or_else(|| env(URL_ENV));
+        if url.is_none() && env("PGHOST").is_none() && env("PGHOSTADDR").is_none() {
+            return Err(format!(
+                "{URL_ENV} is not set, and neither is PGHOST: set one to the server to lock on"
+            ));
+        }
+        connect::resolve(url.as_deref(), &env).map_err(|e| e.to_string())
     }
 
     pub(crate) fn location(&self) -> Location {
@@ -365,6 +384,16 @@ struct Session {
     spec: Arc<Spec>,
 }
 
+/// How a hold ended.
+enum Ended {
+    /// Given back by its holder.
+    Released,
+    /// Lost, the connection still open: why.
+    Lost(String),
+    /// Lost because the connection ended (its task is done): why.
+    Closed(String),
+}
+
 /// The hold's link to its session, and its fencing token if asked for.
 type Reply = oneshot::Sender<Result<(Arc<Link>, Option<u64>), Error>>;
 /// The task driving the connection; it ends when the session does.
@@ -427,10 +456,20 @@ impl Session {
             drop(client);
             return;
         }
-        let reason = self.hold(&client, &mut connection, release_rx, sent).await;
-        if let Some(reason) = reason {
-            self.lost(&link, reason);
-        } else {
+        let ended = self.hold(&client, &mut connection, release_rx, sent).await;
+        let connection = match ended {
+            Ended::Released => Some(connection),
+            Ended::Lost(reason) => {
+                self.lost(&link, reason);
+                Some(connection)
+            }
+            // The connection task is done: it must not be awaited again.
+            Ended::Closed(reason) => {
+                self.lost(&link, reason);
+                None
+            }
+        };
+        if connection.is_some() {
             let unlock = format!("SELECT pg_advisory_unlock{}($1)", self.suffix());
             let _ = tokio::time::timeout(
                 self.spec.lease / 2,
@@ -439,7 +478,9 @@ impl Session {
             .await;
         }
         drop(client); // closes the session: whatever happened above, the server frees the lock
-        let _ = tokio::time::timeout(self.spec.lease / 2, connection).await;
+        if let Some(connection) = connection {
+            let _ = tokio::time::timeout(self.spec.lease / 2, connection).await;
+        }
         let _ = released_tx.send(());
     }
 
@@ -451,20 +492,13 @@ impl Session {
     }
 
     async fn connect(&self) -> Result<(Client, Connection), Error> {
-        let url = match &self.spec.url {
-            Some(url) => url.clone(),
-            None => std::env::var(URL_ENV).map_err(|_| {
-                self.error(
-                    "find the server of",
-                    io::Error::new(io::ErrorKind::NotFound, format!("{URL_ENV} is not set")),
-                )
-            })?,
-        };
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| self.error("parse the server URL of", e))?;
+        let mut target = self
+            .spec
+            .target()
+            .map_err(|e| self.error("find the server of", e))?;
         let lease = self.spec.lease;
-        config
+        target
+            .config_mut()
             .application_name(application_name(&self.spec.request.name))
             .connect_timeout(lease.max(Duration::from_secs(1)))
             .keepalives(true)
@@ -472,11 +506,9 @@ impl Session {
             .keepalives_interval((lease / 10).max(Duration::from_secs(1)))
             .keepalives_retries(3)
             .tcp_user_timeout(lease / 2);
-        let (client, connection) = config
-            .connect(NoTls)
+        connect::connect(&target)
             .await
-            .map_err(|e| self.error("connect to the server of", e))?;
-        Ok((client, tokio::spawn(connection)))
+            .map_err(|e| self.error("connect to the server of", e))
     }
 
     /// Sets up the lease and takes the lock; returns when the last confirming query was sent.
@@ -658,14 +690,14 @@ impl Session {
         })
     }
 
-    /// Holds the lock until released (`None`) or lost (`Some(reason)`).
+    /// Holds the lock until released or lost.
     async fn hold(
         &self,
         client: &Client,
         connection: &mut Connection,
         mut release: oneshot::Receiver<()>,
         mut sent: Instant,
-    ) -> Option<String> {
+    ) -> Ended {
         let lease = self.spec.lease;
         let every = lease / 5;
         loop {
@@ -679,20 +711,22 @@ impl Session {
                 (beat, answer)
             };
             let (beat, answer) = tokio::select! {
-                _ = &mut release => return None,
+                _ = &mut release => return Ended::Released,
                 end = &mut *connection => {
-                    return Some(format!("the connection ended: {}", ended(end)));
+                    return Ended::Closed(format!("the connection ended: {}", ended(end)));
                 }
                 done = heartbeat => done,
             };
             match answer {
                 Ok(Ok(true)) => sent = beat,
                 Ok(Ok(false)) => {
-                    return Some("pg_locks no longer shows the lock held by this session".into())
+                    return Ended::Lost(
+                        "pg_locks no longer shows the lock held by this session".into(),
+                    )
                 }
-                Ok(Err(e)) => return Some(format!("the heartbeat failed: {e}")),
+                Ok(Err(e)) => return Ended::Lost(format!("the heartbeat failed: {e}")),
                 Err(_) => {
-                    return Some(format!(
+                    return Ended::Lost(format!(
                         "no heartbeat answered for {:?} (half the {lease:?} lease): the server \
                          or the network path is stuck",
                         lease / 2
