@@ -347,9 +347,11 @@ fn the_status_is_the_commands() {
 fn signals_are_forwarded_to_the_command() {
     let dir = tempdir();
     let d = dir_arg(dir.path());
-    // The shell waits on a background sleep, so that a trapped signal is handled at once.
+    // The shell waits on a background sleep, so that a trapped signal is handled at once. The
+    // sleep is ended with SIGKILL: a SIGTERM can reach its process between fork and exec, while
+    // it still has the shell's trap handler, and be lost, leaving the output open.
     let script =
-        "for s in INT TERM HUP QUIT; do trap \"echo got $s; kill \\$!; exit 7\" $s; done; \
+        "for s in INT TERM HUP QUIT; do trap \"echo got $s; kill -KILL \\$!; exit 7\" $s; done; \
                   sleep 1000 & echo ready; wait";
     for (signal, name) in [
         (libc::SIGTERM, "TERM"),
