@@ -3,7 +3,8 @@
 //! `lockmacro run NAME -- CMD` runs CMD while holding the lock NAME, the same lock as
 //! `#[exclusive(name = "NAME")]` in a Rust program of the same scope (same directory, same file
 //! name mapping: both use `lockmacro_runtime::Lock::new(NAME)`). `who` tells who holds a lock,
-//! `path` where it is. Built only on the public API of `lockmacro-runtime`.
+//! `path` where it is, `list` what locks a directory holds. Built only on the public API of
+//! `lockmacro-runtime`.
 
 mod fail;
 mod run;
@@ -29,6 +30,7 @@ Examples:
   lockmacro run backup --timeout 30s -- backup.sh   # wait at most 30 s for a running backup
   lockmacro run report --skip -- report.sh          # already running: exit 0, say nothing
   lockmacro who mailsync                            # who holds it, since when, doing what
+  lockmacro list                                    # every lock of mine, and who holds it
 ";
 
 /// Run a command while holding a lockmacro lock; see who holds one.
@@ -141,16 +143,20 @@ struct PathArgs {
     json: bool,
 }
 
-/// List the lock files of a directory and who holds each.
+/// List the locks of a directory and who holds each (PID, mode, command line).
+///
+/// One line per lock, named as its holders named it (else by its file's name), then one line per
+/// holding process. A lock's own extra files (`.gate`, `.state`) are not listed apart, and a
+/// lock of N slots is one line with all its holders. Exit 0, even when there is no lock.
 #[derive(Debug, Args)]
 struct ListArgs {
     /// The directory (default: $LOCKMACRO_DIR, else the per-user default directory).
     #[arg(long, value_name = "DIR", conflicts_with = "system")]
     dir: Option<PathBuf>,
-    /// The system-wide lock directory.
+    /// The system-wide lock directory shared by all users (that of `run --system`).
     #[arg(long)]
     system: bool,
-    /// Print one JSON array instead of text.
+    /// Print one JSON array (one object per lock) instead of text.
     #[arg(long)]
     json: bool,
 }

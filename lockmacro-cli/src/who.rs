@@ -157,7 +157,8 @@ fn print_who(name: &str, location: &Location, mode: Option<Mode>, holders: &[Hol
     }
 }
 
-/// `lockmacro list`: the lock files of a directory and their holders.
+/// `lockmacro list`: the locks of a directory (`lockmacro_runtime::inspect`: one entry per
+/// lock, companions such as `.gate` left out, a slots lock as one entry) and their holders.
 pub(crate) fn list(args: crate::ListArgs) -> Result<i32, Fail> {
     use lockmacro_runtime::Lock;
     let dir = match args.dir {
@@ -172,48 +173,86 @@ pub(crate) fn list(args: crate::ListArgs) -> Result<i32, Fail> {
                 .map_or_else(lockmacro_runtime::default_dir, Path::to_path_buf)
         }
     };
-    let entries = lockmacro_runtime::inspect(&dir).map_err(|e| Fail::lock(&e))?;
-    let label = |entry: &lockmacro_runtime::Entry| match &entry.name {
+    // A directory nobody has used yet holds no locks: not an error.
+    let entries = if fs::symlink_metadata(&dir).is_err() {
+        Vec::new()
+    } else {
+        lockmacro_runtime::inspect(&dir).map_err(|e| Fail::lock(&e))?
+    };
+    if args.json {
+        let out: Vec<Value> = entries.iter().map(entry_json).collect();
+        println!("{}", Value::Array(out));
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        println!("{}: no locks", dir.display());
+        return Ok(0);
+    }
+    println!("{}:", dir.display());
+    let width = entries
+        .iter()
+        .map(|e| label(e).chars().count())
+        .max()
+        .unwrap_or(0);
+    for entry in &entries {
+        let pids: Vec<String> = entry.holders.iter().map(u32::to_string).collect();
+        let status = match (pids.len(), entry_mode(entry)) {
+            (0, _) => "free".to_owned(),
+            (1, mode) => format!("held by pid {} ({mode})", pids[0]),
+            (_, mode) => format!("held by pids {} ({mode})", pids.join(", ")),
+        };
+        println!("  {:<width$}  {status}", label(entry));
+        let mut seen = Vec::new();
+        for &pid in &entry.holders {
+            if seen.contains(&pid) {
+                continue; // a process holding two slots
+            }
+            seen.push(pid);
+            let command = command_line(pid).map_or_else(|| "?".to_owned(), |c| shell_words(&c));
+            println!("    pid {pid}: {command}");
+        }
+    }
+    Ok(0)
+}
+
+/// What `list` calls a lock: its recorded name, else its file's name.
+fn label(entry: &lockmacro_runtime::Entry) -> String {
+    match &entry.name {
         Some(name) => name.clone(),
         None => entry
             .path
             .file_name()
             .map_or_else(|| lossy(&entry.path), |n| n.to_string_lossy().into_owned()),
-    };
-    if args.json {
-        let out: Vec<Value> = entries
-            .iter()
-            .map(|entry| {
-                let holders: Vec<Value> = entry
-                    .holders
-                    .iter()
-                    .map(|&pid| Holder::of(pid, Some(&entry.path)).json())
-                    .collect();
-                json!({
-                    "name": entry.name,
-                    "path": lossy(&entry.path),
-                    "held": !entry.holders.is_empty(),
-                    "holders": holders,
-                })
-            })
-            .collect();
-        println!("{}", Value::Array(out));
-        return Ok(0);
     }
-    let width = entries.iter().map(|e| label(e).len()).max().unwrap_or(0);
-    for entry in &entries {
-        let status = match entry.holders.first() {
-            None => "free".to_owned(),
-            Some(&first) => {
-                let pids: Vec<String> = entry.holders.iter().map(u32::to_string).collect();
-                let command =
-                    command_line(first).map_or(String::new(), |c| format!("  {}", shell_words(&c)));
-                format!("held by pid {}{command}", pids.join(", "))
-            }
-        };
-        println!("{:<width$}  {status}", label(entry));
+}
+
+/// `exclusive`, `shared`, or `slots` (a `Lock::slots` lock, whose holders each have one).
+fn entry_mode(entry: &lockmacro_runtime::Entry) -> &'static str {
+    if entry.slots > 0 {
+        "slots"
+    } else if entry.shared {
+        Mode::Shared.as_str()
+    } else {
+        Mode::Exclusive.as_str()
     }
-    Ok(0)
+}
+
+fn entry_json(entry: &lockmacro_runtime::Entry) -> Value {
+    let held = !entry.holders.is_empty();
+    let holders: Vec<Value> = entry
+        .holders
+        .iter()
+        .map(|&pid| Holder::of(pid, Some(&entry.path)).json())
+        .collect();
+    json!({
+        "name": entry.name,
+        "path": lossy(&entry.path),
+        "held": held,
+        "mode": held.then(|| entry_mode(entry)),
+        "slots": (entry.slots > 0).then_some(entry.slots),
+        "recorded_pid": entry.recorded_pid,
+        "holders": holders,
+    })
 }
 
 fn lossy(path: &Path) -> String {

@@ -9,6 +9,8 @@
 //!   `lockmacro run NAME --dir D` exclude each other; the runtime sees lockmacro's PID.
 //! - `flock_1_on_the_printed_path_is_the_same_lock`: `flock -n "$(lockmacro path NAME)"` and
 //!   `lockmacro run NAME` exclude each other.
+//! - `run_path_and_flock_1_on_the_same_file_exclude_each_other`: `lockmacro run --path FILE`
+//!   and `flock -n FILE` refuse each other both ways; `who --path FILE` names the holder.
 //! - `the_status_is_the_commands`: 0, 3, 128+signal; 127 and 126 when CMD cannot run.
 //! - `signals_are_forwarded_to_the_command`: SIGINT, SIGTERM, SIGHUP, SIGQUIT sent to
 //!   lockmacro reach CMD, which decides the status.
@@ -244,6 +246,53 @@ fn flock_1_on_the_printed_path_is_the_same_lock() {
 }
 
 #[test]
+fn run_path_and_flock_1_on_the_same_file_exclude_each_other() {
+    let dir = tempdir();
+    let file = dir.path().join("mailsync.lock");
+    let f = dir_arg(&file);
+    let mut held = Running::start(&mut lockmacro(&[
+        "run",
+        "--path",
+        &f,
+        "--",
+        "sh",
+        "-c",
+        "echo holding; exec cat",
+    ]));
+    held.expect(Stream::Out, "holding");
+    let flock = Command::new("flock")
+        .args(["-n", &f, "true"])
+        .status()
+        .expect("run flock(1) (util-linux)");
+    assert_eq!(
+        flock.code(),
+        Some(1),
+        "flock(1) -n while lockmacro --path holds"
+    );
+    let who = finish(&mut lockmacro(&["who", "--path", &f]));
+    assert_eq!(who.code(), Some(0), "{who:?}");
+    assert!(
+        who.stdout.contains(&format!("held by pid {}", held.pid())),
+        "{who:?}"
+    );
+    assert!(held.finish().status.success());
+    assert!(file.exists(), "the file stays, as flock(1) leaves it");
+
+    let mut flock =
+        Running::start(Command::new("flock").args([&f, "sh", "-c", "echo holding; exec cat"]));
+    flock.expect(Stream::Out, "holding");
+    let refused = finish(&mut lockmacro(&["run", "--path", &f, "--", "true"]));
+    assert_eq!(refused.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("is already held by pid"),
+        "{refused:?}"
+    );
+    assert!(flock.finish().status.success());
+    let ran = finish(&mut lockmacro(&["run", "--path", &f, "--", "true"]));
+    assert_eq!(ran.code(), Some(0), "{ran:?}");
+}
+
+#[test]
 fn the_status_is_the_commands() {
     let dir = tempdir();
     let d = dir_arg(dir.path());
@@ -298,9 +347,11 @@ fn the_status_is_the_commands() {
 fn signals_are_forwarded_to_the_command() {
     let dir = tempdir();
     let d = dir_arg(dir.path());
-    // The shell waits on a background sleep, so that a trapped signal is handled at once.
+    // The shell waits on a background sleep, so that a trapped signal is handled at once. The
+    // sleep is ended with SIGKILL: a SIGTERM can reach its process between fork and exec, while
+    // it still has the shell's trap handler, and be lost, leaving the output open.
     let script =
-        "for s in INT TERM HUP QUIT; do trap \"echo got $s; kill \\$!; exit 7\" $s; done; \
+        "for s in INT TERM HUP QUIT; do trap \"echo got $s; kill -KILL \\$!; exit 7\" $s; done; \
                   sleep 1000 & echo ready; wait";
     for (signal, name) in [
         (libc::SIGTERM, "TERM"),

@@ -198,3 +198,47 @@ pub fn open_files(pid: u32) -> Vec<std::path::PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// Whether this test runs as root, which the tests of other users' locks need (they run
+/// lockmacro as `nobody` through setpriv(1)); they pass without checking anything otherwise.
+pub fn root() -> bool {
+    // SAFETY: a plain system call.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: not root (needs setpriv to run as nobody)");
+    }
+    root
+}
+
+/// A stand-in for the system lock directory (`LOCKMACRO_TEST_SYSTEM_DIR`, honoured by this
+/// repository's builds of the runtime), made as the real one is: owned by root, mode 1777.
+pub fn system_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod 1777");
+    dir
+}
+
+/// `lockmacro ARGS` as this process's user, with `system` as the system directory.
+pub fn lockmacro_system(system: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = lockmacro(args);
+    cmd.env("LOCKMACRO_TEST_SYSTEM_DIR", system);
+    cmd
+}
+
+/// `lockmacro ARGS` as the user `nobody` (setpriv(1)), with `system` as the system directory.
+/// setpriv execs lockmacro, so the child's PID is lockmacro's.
+pub fn lockmacro_as_nobody(system: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        LOCKMACRO,
+    ])
+    .args(args)
+    .env("LOCKMACRO_TEST_SYSTEM_DIR", system)
+    .current_dir(system);
+    cmd
+}
