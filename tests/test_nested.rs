@@ -11,7 +11,7 @@
 //! after an in-process hold ends hold `no_forks()`, so no child spawned meanwhile by another
 //! test copies the descriptor.
 
-mod common_async;
+mod support;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,10 +21,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common_async::{
-    fresh_dir, hold, holder_of, no_forks, within, yield_once, SignalPending, LIMIT,
-};
 use lockmacro_runtime::{default_name, exclusive, Error, Lock, LockGuard};
+use support::{fresh_dir, hold, holder_of, no_forks, within, yield_once, SignalPending, PATIENCE};
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -554,21 +552,25 @@ fn regression_nested_future_resumed_after_the_outer_hold_runs_without_the_lock()
         let seen = futures::executor::block_on(SignalPending::new(inner, pending_tx));
         let _ = done_tx.send(seen);
     });
-    match pending_rx.recv_timeout(LIMIT) {
+    match pending_rx.recv_timeout(PATIENCE) {
         // Correct: the rest of the body waits for the lock.
         Ok(()) => {
             child.release();
-            let seen = done_rx.recv_timeout(LIMIT).expect("escape_inner finishes");
+            let seen = done_rx
+                .recv_timeout(PATIENCE)
+                .expect("escape_inner finishes");
             assert_eq!(seen, me());
         }
         // It finished without ever waiting: look at what its body saw.
         Err(RecvTimeoutError::Disconnected) => {
-            let seen = done_rx.recv_timeout(LIMIT).expect("escape_inner finished");
+            let seen = done_rx
+                .recv_timeout(PATIENCE)
+                .expect("escape_inner finished");
             assert_ne!(
                 seen,
-                Some(child.pid),
+                Some(child.id()),
                 "escape_inner's body ran while another process (pid {}) held its lock",
-                child.pid
+                child.id()
             );
             assert_eq!(seen, me());
         }
