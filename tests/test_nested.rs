@@ -512,7 +512,7 @@ fn another_task_on_the_same_thread_is_not_nested() {
     );
 }
 
-// --- pinned bugs ------------------------------------------------------------------------------
+// --- regressions ------------------------------------------------------------------------------
 
 const ESCAPE: &str = "/tmp/lockmacro-test_nested-escape";
 
@@ -534,10 +534,12 @@ async fn escape_inner() -> Option<u32> {
     holder_of(&Lock::new("escape").dir(ESCAPE))
 }
 
-/// BUG (mutual exclusion): whether an async annotated call is nested is decided once, at its
-/// first poll. A future first polled inside a hold of its lock never acquires it, even when it
-/// goes on running after that hold has ended: its body then runs while another process holds
-/// the lock.
+/// Regression (mutual exclusion): whether an async annotated call was nested used to be decided
+/// once, at its first poll, so a future first polled inside a hold of its lock never acquired
+/// it, even when it went on running after that hold had ended: its body then ran while another
+/// process held the lock. Resumed after the outer hold, with another process holding the lock,
+/// the rest of its body must wait for the lock (or, if it finishes without waiting, must not
+/// have run while the other process held it).
 #[test]
 fn regression_nested_future_resumed_after_the_outer_hold_runs_without_the_lock() {
     fresh_dir(ESCAPE);
@@ -590,10 +592,11 @@ fn alias_outer() -> Result<LockGuard, Error> {
         .acquire_timeout(Duration::from_secs(2))
 }
 
-/// BUG (self-deadlock): the call chain identifies a lock by the spelling of its path, so a
-/// runtime acquisition of the very lock file an enclosing `#[exclusive]` holds, reached through
-/// another spelling of the directory (a symlink, `..`, relative vs absolute), is not `Nested`:
-/// `acquire()` hangs forever on its own lock; `acquire_timeout` times out naming our own PID.
+/// Regression (self-deadlock): the call chain used to identify a lock by the spelling of its
+/// path, so a runtime acquisition of the very lock file an enclosing `#[exclusive]` holds,
+/// reached through another spelling of the directory (a symlink, `..`, relative vs absolute),
+/// was not `Nested`: `acquire()` hung forever on its own lock, and `acquire_timeout` timed out
+/// naming our own PID. It must be `Nested`.
 #[test]
 fn regression_same_lock_file_through_a_symlinked_dir_waits_for_itself() {
     fresh_dir(ALIAS);

@@ -557,15 +557,6 @@ fn cleanup_5_wait_on_a_foreign_locker_says_so() {
 
 // --- 6. explicit shared directories across users --------------------------------------------
 
-/// Issue 12, item 6, first part. Seen: lock files were created 0600, so another user got
-/// "cannot open lock file" while one user held the lock, and was locked out for ever after.
-///
-/// In a sticky world-writable directory, root creates and holds the lock; `nobody` must be told
-/// it is held (by root's PID), then get it once root releases; root must then be told `nobody`
-/// holds it. The file is mode 0644.
-///
-/// On b4e6cd3: fails with "nobody should be told root (<pid>) holds the lock", the error it got
-/// being `Io` ("Permission denied").
 /// Issue 12, item 6 (never write a file the caller did not create): a lock file that root made
 /// writable by everyone (0666) is locked by `nobody` but never written: its PID goes only into
 /// files it owns (the kernel's lock table names it as the holder).
@@ -599,6 +590,15 @@ fn shared_dir_6_file_of_root_writable_by_all_is_locked_not_written() {
     nobody.finish_ok();
 }
 
+/// Issue 12, item 6, first part. Seen: lock files were created 0600, so another user got
+/// "cannot open lock file" while one user held the lock, and was locked out for ever after.
+///
+/// In a sticky world-writable directory, root creates and holds the lock; `nobody` must be told
+/// it is held (by root's PID), then get it once root releases; root must then be told `nobody`
+/// holds it. The file is mode 0644.
+///
+/// On b4e6cd3: fails with "nobody should be told root (<pid>) holds the lock", the error it got
+/// being `Io` ("Permission denied").
 #[test]
 fn shared_dir_6_file_created_by_root_is_usable_by_nobody_both_ways() {
     require_setpriv();

@@ -219,13 +219,13 @@ fn readers_and_writers_with_cleanup_never_overlap() {
     check(&totals, 2, 1000);
 }
 
-/// BUG: `Lock::holder()` now and then answers `None` ("nobody holds it") for a lock that is held,
-/// while other processes take and release flock locks, even on unrelated files. It reads
-/// `/proc/locks` with `read_to_string`, that is in several `read(2)` calls (a 32-byte probe,
-/// then larger ones); `/proc/locks` is a seq_file that finds its place again by entry index at
-/// every call, so when entries listed before ours go away between two calls, our line is
-/// skipped. One `read` into a buffer large enough for the whole table never missed it in the
-/// same conditions.
+/// Regression: `Lock::holder()` used to answer `None` now and then ("nobody holds it") for a
+/// lock that was held, while other processes took and released flock locks, even on unrelated
+/// files. It read `/proc/locks` in several `read(2)` calls; `/proc/locks` is a seq_file that
+/// finds its place again by entry index at every call, so when entries listed before ours went
+/// away between two calls, our line was skipped. The runtime now reads it in large reads, and
+/// twice when it spans more than one, joining the two (a line one read skips is in the other);
+/// this test asks 50 000 times while three processes churn, and any `None` fails it.
 #[test]
 fn regression_holder_reports_nobody_for_a_held_lock_while_others_lock() {
     let dir = tempdir();
