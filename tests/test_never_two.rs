@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use lockmacro_runtime::{Error, Lock, OnLost, LOST_EXIT_CODE};
 use support::{
-    child, lock_path, locked_by_us, probe, require_setpriv, set_mode, show, sticky_shared_dir,
-    Proc, Seen, NOBODY, PATIENCE,
+    child, lock_path, locked_by_us, nobody_default_dir, output, probe, require_setpriv, set_mode,
+    show, sticky_shared_dir, Proc, Seen, NOBODY, PATIENCE,
 };
 use tempfile::TempDir;
 
@@ -427,25 +427,6 @@ fn shared_3_try_acquire_never_fails_because_of_our_own_threads() {
 
 // --- 4. the private default directory, replaced under a running process --------------------
 
-/// Removes a directory tree (or whatever is at the path) when dropped.
-struct RemoveOnDrop(PathBuf);
-
-impl RemoveOnDrop {
-    fn clear(&self) {
-        match fs::symlink_metadata(&self.0) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&self.0).expect("remove directory"),
-            Ok(_) => fs::remove_file(&self.0).expect("remove"),
-            Err(_) => {}
-        }
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// Issue 12, item 4. Seen: with a process running, its private default directory was removed and
 /// another user re-created it mode 777; the running process went on creating and locking files
 /// in the other user's directory (a fresh process refused it).
@@ -456,21 +437,12 @@ impl Drop for RemoveOnDrop {
 /// may be created in root's directory.
 ///
 /// On b4e6cd3: fails with "a running process used its default directory after root re-created
-/// it mode 777: ... got \"locked <pid>\"".
+/// it mode 777 ... got \"locked pid=<pid>\"".
 #[test]
 fn private_dir_4_replaced_under_a_running_process_is_refused() {
     require_setpriv();
-    let mut asked = child(["default-dir"]).under_nobody().spawn();
-    let line = asked.expect("dir");
-    asked.finish_ok();
-    let default = PathBuf::from(line.field("path"));
-    assert!(
-        default.ends_with(format!("lockmacro-{NOBODY}")),
-        "unexpected default directory for nobody: {}",
-        default.display()
-    );
-    let cleanup = RemoveOnDrop(default.clone());
-    cleanup.clear(); // a leftover of an interrupted run
+    let cleanup = nobody_default_dir();
+    let default = cleanup.0.clone();
 
     let name = "never-two-private";
     let mut session = child(["default-session", name]).under_nobody().spawn();
@@ -906,13 +878,10 @@ impl Btrfs {
         File::create(&file)
             .and_then(|f| f.set_len(128 << 20))
             .expect("image file");
-        let run = |cmd: &mut Command| {
-            let out = cmd.output();
-            match out {
-                Ok(out) if out.status.success() => Ok(()),
-                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-                Err(e) => Err(e.to_string()),
-            }
+        let run = |cmd: &mut Command| match output(cmd) {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(e) => Err(e.to_string()),
         };
         let mount = tempdir();
         let made = run(Command::new("mkfs.btrfs").arg("-q").arg(&file)).and_then(|()| {
@@ -940,7 +909,7 @@ impl Btrfs {
 
 impl Drop for Btrfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mount.path()).status();
+        let _ = output(Command::new("umount").arg(self.mount.path()));
     }
 }
 
@@ -953,11 +922,12 @@ impl Drop for Btrfs {
 fn btrfs_8_holder_is_found_in_the_top_level_and_in_a_subvolume() {
     let Some(fs) = Btrfs::mount() else { return };
     let sub = fs.mount.path().join("sub");
-    let made = Command::new("btrfs")
-        .args(["subvolume", "create"])
-        .arg(&sub)
-        .output()
-        .expect("run btrfs subvolume create");
+    let made = output(
+        Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&sub),
+    )
+    .expect("run btrfs subvolume create");
     assert!(made.status.success(), "btrfs subvolume create: {made:?}");
     let name = "btrfs-holder";
     let mut kids = Vec::new();
@@ -1041,14 +1011,13 @@ fn moved_7_away_and_back_while_stopped_is_lost() {
     let mut holder = child(["hold", &shown, name, "--report"]).spawn();
     let pid = holder.expect_pid("locked");
     wait_until_watched(pid, &path);
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill {sig} {pid}");
+    let signal = |sig: libc::c_int| {
+        let target = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) on our own child, which is alive (it holds the lock).
+        let rc = unsafe { libc::kill(target, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
     };
-    signal("-STOP");
+    signal(libc::SIGSTOP);
     let aside = dir.path().join("aside");
     fs::rename(&path, &aside).expect("move the held file away");
     let other = Lock::new(name).dir(dir.path());
@@ -1058,7 +1027,7 @@ fn moved_7_away_and_back_while_stopped_is_lost() {
         .release()
         .expect("release");
     fs::rename(&aside, &path).expect("move it back");
-    signal("-CONT");
+    signal(libc::SIGCONT);
     holder.send("check");
     let line = holder.expect("check");
     assert_eq!(

@@ -34,12 +34,12 @@ fn unique(tag: &str) -> String {
 /// Runs one SQL statement with psql; its unaligned, tuples-only output.
 fn sql(query: &str) -> String {
     // The query goes through stdin: it can be longer than a command line may be.
-    let mut child = Command::new("psql")
-        .args([url().as_str(), "-AtXq", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+    let mut psql = Command::new("psql");
+    psql.args([url().as_str(), "-AtXq", "-v", "ON_ERROR_STOP=1", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let mut child = support::spawn(&mut psql)
         .unwrap_or_else(|e| panic!("run psql (is the PostgreSQL client installed?): {e}"));
     let mut stdin = child.stdin.take().expect("psql stdin");
     stdin

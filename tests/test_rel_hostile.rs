@@ -12,11 +12,13 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::process::Command;
 
 use lockmacro_runtime::Lock;
 use support::{
-    child, chown, lock_path as path_of, require_setpriv, set_mode, show, tempdir_for_nobody, NOBODY,
+    child, chown, lock_path as path_of, nobody_default_dir, output, require_setpriv, set_mode,
+    show, tempdir_for_nobody, NOBODY,
 };
 
 /// The lock name of `lm-child single` (its `#[exclusive(name = ...)]`).
@@ -113,13 +115,8 @@ fn planted_fifo_or_directory_is_refused_as_nobody() {
     let dir = show(shared.path());
 
     let fifo = path_of(shared.path(), "fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg("-m")
-        .arg("666")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo failed");
+    let made = output(Command::new("mkfifo").args(["-m", "666"]).arg(&fifo)).expect("run mkfifo");
+    assert!(made.status.success(), "mkfifo failed: {made:?}");
     let msg = nobody_api_refused(&dir, "fifo", "Io", &["not a regular file", &show(&fifo)]);
     eprintln!("[figures] FIFO, API: {msg}");
     assert!(fs::symlink_metadata(&fifo).is_ok_and(|m| !m.is_file() && !m.is_dir()));
@@ -136,42 +133,24 @@ fn planted_fifo_or_directory_is_refused_as_nobody() {
 // (b) The default directory of uid 65534 prepared by somebody else. All cases use the one real
 // directory, so they run in this one test, which removes whatever it made.
 
-/// Removes the default directory of nobody (a symlink or a directory tree) when dropped.
-struct RemoveDefault(PathBuf);
-
-impl RemoveDefault {
-    fn clear(&self) {
-        match fs::symlink_metadata(&self.0) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&self.0).expect("remove default dir"),
-            Ok(_) => fs::remove_file(&self.0).expect("remove default dir entry"),
-            Err(_) => {}
-        }
-    }
-}
-
-impl Drop for RemoveDefault {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// `mkdir -m <mode> <path>` run as nobody.
 fn mkdir_as_nobody(path: &Path, mode: u32) {
-    let status = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "mkdir",
-            "-m",
-        ])
-        .arg(format!("{mode:o}"))
-        .arg(path)
-        .status()
-        .expect("run setpriv mkdir");
+    let made = output(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "mkdir",
+                "-m",
+            ])
+            .arg(format!("{mode:o}"))
+            .arg(path),
+    )
+    .expect("run setpriv mkdir");
     assert!(
-        status.success(),
-        "mkdir -m {mode:o} {} as nobody",
+        made.status.success(),
+        "mkdir -m {mode:o} {} as nobody: {made:?}",
         path.display()
     );
     let meta = fs::symlink_metadata(path).expect("stat");
@@ -181,16 +160,8 @@ fn mkdir_as_nobody(path: &Path, mode: u32) {
 #[test]
 fn unsafe_default_directory_is_refused_as_nobody() {
     require_setpriv();
-    let asked = child(["default-dir"]).under_nobody().run();
-    assert_eq!(asked.code(), Some(0), "{asked:#?}");
-    let default = PathBuf::from(asked.line("dir").field("path"));
-    assert!(
-        default.ends_with(format!("lockmacro-{NOBODY}")),
-        "unexpected default directory for nobody: {}",
-        default.display()
-    );
-    let guard = RemoveDefault(default.clone());
-    guard.clear(); // a leftover of an interrupted run
+    let guard = nobody_default_dir();
+    let default = guard.0.clone();
     let shown = show(&default);
     let name = "hostile-default";
 

@@ -350,11 +350,8 @@ fn flock_cmd(args: &[&str]) -> Command {
 
 /// The exit status of `flock <args> true` (a non-blocking probe).
 fn flock_probe(args: &[&str], path: &Path) -> Option<i32> {
-    let out = flock_cmd(args)
-        .arg(path)
-        .arg("true")
-        .output()
-        .expect("run flock(1) (util-linux)");
+    let out =
+        support::output(flock_cmd(args).arg(path).arg("true")).expect("run flock(1) (util-linux)");
     out.status.code()
 }
 

@@ -178,6 +178,25 @@ fn stress_detects_missing_identity_check() {
     assert_every_round_caught(Cleanup::Half, "no-identity-check");
 }
 
+/// One round of `load` taken `via`, half of the children with `cleanup`, correct protocol.
+fn one_round(what: &str, load: Load, via: Via) -> Round {
+    let r = timed(&format!("stress, {what}"), || {
+        round(load, via, Cleanup::Half, None)
+    });
+    eprintln!("[figures] {what}, {load:?}: {r:?}");
+    r
+}
+
+/// Asserts a round of `load` taken `via` gave the exact count and no overlap.
+fn assert_exact(what: &str, load: Load, via: Via) {
+    let r = one_round(what, load, via);
+    assert!(
+        r.exact(),
+        "{load:?} ({what}) must give exactly {} increments and no overlap: {r:?}",
+        r.expected
+    );
+}
+
 /// The same load spread over threads too: 8 processes × 2 threads × 1000. Threads of one process
 /// must exclude each other exactly like processes do, whatever the runtime shares
 /// between them (an open descriptor, an in-process admission).
@@ -188,15 +207,7 @@ fn stress_8_processes_x_2_threads_x_1000_half_cleanup_exact_count_no_overlap() {
         threads: 2,
         iterations: ITERATIONS,
     };
-    let r = timed("stress, 8 processes x 2 threads", || {
-        round(load, Via::Api, Cleanup::Half, None)
-    });
-    eprintln!("[figures] correct protocol, 8 processes x 2 threads: {r:?}");
-    assert!(
-        r.exact(),
-        "{load:?} must give exactly {} increments and no overlap: {r:?}",
-        r.expected
-    );
+    assert_exact("8 processes x 2 threads", load, Via::Api);
 }
 
 /// 8 processes × 500 calls of `#[exclusive(wait)]` functions, half of them with `cleanup`.
@@ -208,23 +219,12 @@ const ANNOTATED: Load = Load {
 
 #[test]
 fn stress_wait_and_cleanup_holders_never_overlap_nor_lose_an_increment() {
-    let r = timed("stress, annotated functions", || {
-        round(ANNOTATED, Via::Attr, Cleanup::Half, None)
-    });
-    eprintln!("[figures] {ANNOTATED:?} through #[exclusive(wait)], half with cleanup: {r:?}");
-    assert!(
-        r.exact(),
-        "{ANNOTATED:?} must give exactly {} increments and no overlap: {r:?}",
-        r.expected
-    );
+    assert_exact("#[exclusive(wait)] functions", ANNOTATED, Via::Attr);
 }
 
 #[test]
 fn stress_detectors_catch_overlaps_without_a_lock() {
-    let r = timed("stress, no lock", || {
-        round(ANNOTATED, Via::NoLock, Cleanup::Half, None)
-    });
-    eprintln!("[figures] {ANNOTATED:?} with no lock: {r:?}");
+    let r = one_round("no lock", ANNOTATED, Via::NoLock);
     assert!(
         r.caught(),
         "without a lock the oracle saw nothing, so it proves nothing: {r:?}"

@@ -33,7 +33,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{Line, Oracle, CHILD};
+use support::{Line, Oracle, SplitMix, CHILD};
 const WORKERS: usize = 5;
 const DEFAULT_SECS: u64 = 45;
 /// No acquisition of a lock for this long while a process waits for it: the lock is stranded.
@@ -49,11 +49,9 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// SplitMix64's output for state `z`: a seed derived from `z`.
+fn splitmix(z: u64) -> u64 {
+    SplitMix(z).next_u64()
 }
 
 /// Publishes the switch generation atomically (write a new file, rename it over).
@@ -215,7 +213,7 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
         "[torture] seed {seed} (replay with LOCKMACRO_TORTURE_SEED={seed}), {secs} s, \
          {WORKERS} workers"
     );
-    let out = Command::new("flock").arg("--version").output();
+    let out = support::output(Command::new("flock").arg("--version"));
     assert!(
         out.is_ok_and(|o| o.status.success()),
         "this test needs flock(1) (util-linux)"

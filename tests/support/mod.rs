@@ -1,8 +1,8 @@
 //! Shared by the workspace-level tests (each test file has `mod support;` and uses its own
 //! subset): the one way to run the child program `lm-child` (`tests/bin/child`) and read its
 //! line protocol ([`proc`]), the critical-section checker its stress runs answer to
-//! ([`oracle`]), the kernel's view of a lock file without lockmacro ([`flock`]), and small
-//! helpers for files, users and bounded waits.
+//! ([`oracle`]), the kernel's view of a lock file without lockmacro ([`flock`]), a seedable
+//! generator ([`rng`]), and small helpers for files, users and bounded waits.
 //!
 //! Children report events as lines on stdout; a test waits for the line, never for a while. A
 //! deadline ([`PATIENCE`]) only turns a hang into a failure that shows the child's stderr.
@@ -12,6 +12,7 @@
 pub mod flock;
 pub mod oracle;
 pub mod proc;
+pub mod rng;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -28,8 +29,9 @@ use lockmacro_runtime::Lock;
 pub use self::flock::{blocked_in_flock, flock, locked_by_us, probe, Seen};
 pub use self::oracle::Oracle;
 pub use self::proc::{
-    child, no_forks, run_isolated, spawn, Finished, Line, Proc, Reported, Spec, CHILD,
+    child, no_forks, output, run_isolated, spawn, Finished, Line, Proc, Reported, Spec, CHILD,
 };
+pub use self::rng::SplitMix;
 
 /// How long any single expected event may take before the test calls it a hang. Generous on
 /// purpose: only a hang should ever reach it, even on a loaded two-core machine.
@@ -109,16 +111,14 @@ pub fn fresh_dir(path: &str) -> &Path {
 
 /// Fails clearly unless the tests can switch to `nobody` (they must run as root, as in CI).
 pub fn require_setpriv() {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "id",
-            "-u",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("run setpriv (util-linux): {e}"));
+    let out = output(Command::new("setpriv").args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "id",
+        "-u",
+    ]))
+    .unwrap_or_else(|e| panic!("run setpriv (util-linux): {e}"));
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "65534",
         "these tests switch to user nobody with setpriv and must run as root (CI does): {out:?}"
@@ -148,6 +148,44 @@ pub fn sticky_shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     set_mode(dir.path(), 0o1777);
     dir
+}
+
+/// Removes whatever is at a path (a directory tree, a symlink, a file) when dropped.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl RemoveOnDrop {
+    pub fn clear(&self) {
+        match std::fs::symlink_metadata(&self.0) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&self.0)
+                .unwrap_or_else(|e| panic!("remove {}: {e}", self.0.display())),
+            Ok(_) => std::fs::remove_file(&self.0)
+                .unwrap_or_else(|e| panic!("remove {}: {e}", self.0.display())),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// The default lock directory of user `nobody` (the real one: `lm-child default-dir` run as
+/// nobody says where), emptied of whatever an interrupted run left there, and removed again
+/// when the returned guard is dropped.
+pub fn nobody_default_dir() -> RemoveOnDrop {
+    let asked = child(["default-dir"]).under_nobody().run();
+    assert_eq!(asked.code(), Some(0), "{asked:#?}");
+    let default = PathBuf::from(asked.line("dir").field("path"));
+    assert!(
+        default.ends_with(format!("lockmacro-{NOBODY}")),
+        "unexpected default directory for nobody: {}",
+        default.display()
+    );
+    let guard = RemoveOnDrop(default);
+    guard.clear(); // a leftover of an interrupted run
+    guard
 }
 
 // --- processes we did not spawn ---------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,7 +34,7 @@ static FORKS: Mutex<()> = Mutex::new(());
 /// execs (close-on-exec only closes them then), lock files included: a lock this process has
 /// just released can stay held for that instant, so `holder()` names us or a shared holder's
 /// `cleanup` finds it is not the last. A test that checks the state right after an in-process
-/// release holds this for the duration. ([`spawn`], the one way the tests start processes,
+/// release holds this for the duration. ([`spawn`], the way these tests start processes,
 /// holds the same mutex until `Command::spawn` returns, which it does only once the child has
 /// exec'd, so no fork is in flight then.) Never start a process while holding it: the mutex is
 /// not re-entrant.
@@ -47,6 +47,14 @@ pub fn no_forks() -> MutexGuard<'static, ()> {
 pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
     let _forking = no_forks();
     cmd.process_group(0).spawn()
+}
+
+/// Runs `cmd` to its end through [`spawn`], stdin closed and output captured.
+pub fn output(cmd: &mut Command) -> io::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(cmd)?.wait_with_output()
 }
 
 /// How to start one `lm-child`: its arguments, environment, user and working directory. The

@@ -45,6 +45,9 @@ mod flock;
 #[allow(dead_code)] // the tests use more of it than the child does
 #[path = "../../support/oracle.rs"]
 mod oracle;
+#[allow(dead_code)] // the tests use more of it than the child does
+#[path = "../../support/rng.rs"]
+mod rng;
 
 use std::future::Future;
 use std::io::{self, BufRead, Read};

@@ -42,6 +42,7 @@ use lockmacro_runtime::{Error, Lock, LockGuard};
 
 use crate::oracle::Oracle;
 use crate::protocol::say;
+use crate::rng::SplitMix as Rng;
 use crate::{block_on, Args, Outcome};
 
 /// How long a lingering forked child lives at most (it is told to go earlier, at its parent's
@@ -70,32 +71,6 @@ pub fn foreign_oracle(args: &Args) -> Outcome {
         tag,
         how,
     ))
-}
-
-/// SplitMix64: small, seedable, good enough for choosing operations.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,16 +257,9 @@ fn run_worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     let mut rng = Rng(seed);
     let other = {
         let ctx = Arc::clone(&ctx);
-        let rng = Rng(rng.next());
+        let rng = Rng(rng.next_u64());
         thread::spawn(move || {
-            let mut t = Thread1 {
-                ctx: &ctx,
-                rng,
-                tag: "1",
-                kept: Kept::new(&ctx.base),
-                forks: Forks::default(),
-                main: false,
-            };
+            let mut t = Thread1::new(&ctx, rng, "1");
             while Instant::now() < ctx.end {
                 t.round();
             }
@@ -300,14 +268,7 @@ fn run_worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     // A lifetime after which this worker leaves holding lock A (then the test starts another).
     let lifetime = Duration::from_millis(rng.between(2000, 9000));
     let born = Instant::now();
-    let mut t = Thread1 {
-        ctx: &ctx,
-        rng,
-        tag: "0",
-        kept: Kept::new(&ctx.base),
-        forks: Forks::default(),
-        main: true,
-    };
+    let mut t = Thread1::new(&ctx, rng, "0");
     let _ = id;
     while Instant::now() < ctx.end {
         if born.elapsed() >= lifetime
@@ -399,7 +360,19 @@ enum Got {
     Refused,
 }
 
-impl Thread1<'_> {
+impl<'a> Thread1<'a> {
+    /// Thread `tag` of a worker: "0", the main thread (which forks and leaves holding), or "1".
+    fn new(ctx: &'a Ctx, rng: Rng, tag: &'static str) -> Thread1<'a> {
+        Thread1 {
+            ctx,
+            rng,
+            tag,
+            kept: Kept::new(&ctx.base),
+            forks: Forks::default(),
+            main: tag == "0",
+        }
+    }
+
     fn who(&self) -> String {
         format!("{}.{}", std::process::id(), self.tag)
     }
@@ -593,7 +566,7 @@ impl Thread1<'_> {
                 panic!("pipe: {}", std::io::Error::last_os_error());
             }
         }
-        let child_rng = Rng(self.rng.next());
+        let child_rng = Rng(self.rng.next_u64());
         let take_timeout = Duration::from_millis(self.rng.between(50, 1500));
         say(&format!("fork kind={kind}"));
         // SAFETY: fork; the child only runs the code below and leaves with `_exit`.
