@@ -2,8 +2,9 @@
 //! single-instance program (`single`, an `#[exclusive]` function named `main`), annotated
 //! functions (`migrate`, `wait-acquire`, `timeout`) and runtime calls (`hold`, `fork`).
 //!
-//! Every test uses its own temporary lock directory (`LOCKMACRO_DIR` for children, `.dir()` in
-//! this process), and synchronises with its children through their stdin/stdout pipes only.
+//! Every test uses its own temporary lock directory (`LOCKMACRO_DIR` or a `<dir>` argument for
+//! children, `.dir()` in this process), and synchronises with its children through their
+//! stdin/stdout pipes only.
 
 mod support;
 
