@@ -137,7 +137,7 @@ fn slots_try_timeout_and_holders() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "timeout: {err:?}");
     let timed_async = lock.acquire_timeout_async(Duration::from_millis(100));
-    let err = futures_lite_block_on(timed_async).unwrap_err();
+    let err = futures::executor::block_on(timed_async).unwrap_err();
     assert!(
         matches!(err, Error::Timeout { .. }),
         "async timeout: {err:?}"
@@ -167,27 +167,6 @@ fn slots_try_timeout_and_holders() {
         matches!(err, Error::Io { .. }),
         "shared with slots: {err:?}"
     );
-}
-
-/// Any future, on this thread.
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 /// The README's bound for N at a time: once a waiter holds the gate, each other acquirer can
