@@ -34,7 +34,7 @@ const OTHER: u32 = 65533;
 
 /// `lm-child args...` as `uid` (root if `None`), with `umask 077`, the system directory
 /// moved to `system` (if given) and the working directory `cwd` (if given).
-fn regress(uid: Option<u32>, system: Option<&Path>, cwd: Option<&Path>, args: &[&str]) -> Proc {
+fn as_user(uid: Option<u32>, system: Option<&Path>, cwd: Option<&Path>, args: &[&str]) -> Proc {
     let mut wrapper: Vec<String> =
         vec!["sh".into(), "-c".into(), "umask 077 && exec \"$@\"".into()];
     wrapper.push("sh".into());
@@ -58,7 +58,7 @@ fn regress(uid: Option<u32>, system: Option<&Path>, cwd: Option<&Path>, args: &[
 
 /// A system-scope lock `name` held by a child running as `uid`; returns it and its PID.
 fn hold_system(uid: Option<u32>, system: &Path, name: &str) -> (Proc, u32) {
-    let mut kid = regress(uid, Some(system), None, &["hold", "-", name, "--system"]);
+    let mut kid = as_user(uid, Some(system), None, &["hold", "-", name, "--system"]);
     let pid = kid.expect_pid("locked");
     (kid, pid)
 }
@@ -67,7 +67,7 @@ fn hold_system(uid: Option<u32>, system: &Path, name: &str) -> (Proc, u32) {
 fn refused_system(uid: Option<u32>, system: &Path, name: &str, flags: &[&str]) -> Reported {
     let mut args = vec!["hold", "-", name, "--system"];
     args.extend(flags);
-    let done: Finished = regress(uid, Some(system), None, &args).exited();
+    let done: Finished = as_user(uid, Some(system), None, &args).exited();
     done.refused("a second holder of the system lock")
 }
 
@@ -248,7 +248,7 @@ fn at_relative_path_is_made_absolute() {
     assert_eq!(Lock::at("rel.lock").system().path(), lock.path());
 
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut kid = regress(
+    let mut kid = as_user(
         None,
         None,
         Some(dir.path()),
@@ -325,7 +325,7 @@ fn system_file_planted_by_another_user_neither_blocks_nor_lets_two_in() {
     set_mode(&system, 0o1777);
     let name = "planted";
     let path = system_path(&system, name);
-    let made = regress(
+    let made = as_user(
         Some(NOBODY),
         None,
         None,
