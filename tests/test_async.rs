@@ -3,20 +3,22 @@
 //! the executor (tokio current-thread and `futures::executor::block_on`), cancellation that
 //! leaves no descriptor or thread behind, and `Send` futures on a multi-thread runtime.
 //!
-//! Locks held by "somebody else" are held by a child process (`lm-async hold`), which prints
-//! `locked <pid>` when it holds the lock and releases it when its stdin is closed.
+//! Locks held by "somebody else" are held by a child process (`lm-child hold`), which says
+//! `locked` when it holds the lock and releases it when its stdin is closed.
 
-mod common_async;
+mod support;
 
 use std::future::Future;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common_async::{fresh_dir, hold, holder_of, no_forks, within, Proc, SignalPending, LIMIT};
 use lockmacro_runtime::{exclusive, Error, Location, Lock};
+use support::{
+    child, fresh_dir, hold, holder_of, no_forks, run_isolated, within, Proc, SignalPending,
+    PATIENCE,
+};
 use tempfile::TempDir;
 use tokio::time::MissedTickBehavior;
 
@@ -33,20 +35,16 @@ fn tempdir() -> TempDir {
 
 // --- 1. single-instance async main -------------------------------------------------------------
 
-/// Runs the program `exe` (whose async `main` is `#[exclusive(name = <name>)]`) twice: the
-/// second copy must exit with status 1 and one stderr line naming the lock and the first PID.
-fn async_main_is_single_instance(exe: &str, name: &str) {
+/// Runs the program `lm-child <program>` (whose async `main` is `#[exclusive(name = <name>)]`)
+/// twice: the second copy must exit with status 1 and one stderr line naming the lock and the
+/// first PID.
+fn async_main_is_single_instance(program: &str, name: &str) {
     let dir = tempdir();
-    let copy = |what: &str| {
-        let mut cmd = Command::new(exe);
-        cmd.env("LOCKMACRO_DIR", dir.path());
-        Proc::spawn(what, cmd)
-    };
-    let mut first = copy("first copy");
-    let pid = first.expect("ready ");
-    assert_eq!(pid, first.pid.to_string());
+    let copy = || child([program]).dir(dir.path()).spawn();
+    let mut first = copy();
+    let pid = first.expect_pid("locked");
 
-    let second = copy("second copy").finish();
+    let second = copy().finish();
     assert_eq!(second.status.code(), Some(1), "second copy: {second:?}");
     assert!(second.stdout.is_empty(), "second copy ran: {second:?}");
     let stderr = second.stderr.trim_end();
@@ -57,20 +55,20 @@ fn async_main_is_single_instance(exe: &str, name: &str) {
     let first = first.finish();
     assert!(first.status.success(), "first copy: {first:?}");
     // The lock went with the first copy: a third one runs.
-    let mut third = copy("third copy");
-    third.expect("ready ");
+    let mut third = copy();
+    third.expect_pid("locked");
     let third = third.finish();
     assert!(third.status.success(), "third copy: {third:?}");
 }
 
 #[test]
 fn async_main_exclusive_outside_tokio_main_is_single_instance() {
-    async_main_is_single_instance(env!("CARGO_BIN_EXE_lm-tokio-outer"), "lm-tokio-outer");
+    async_main_is_single_instance("tokio-outer", "lm-tokio-outer");
 }
 
 #[test]
 fn async_main_exclusive_inside_tokio_main_is_single_instance() {
-    async_main_is_single_instance(env!("CARGO_BIN_EXE_lm-tokio-inner"), "lm-tokio-inner");
+    async_main_is_single_instance("tokio-inner", "lm-tokio-inner");
 }
 
 // --- 2. async fn -> Result --------------------------------------------------------------------
@@ -97,7 +95,7 @@ async fn async_fn_returning_result_gets_held_with_the_holders_pid() {
         }) => {
             assert_eq!(name, "held");
             assert!(path.starts_with(dir), "{}", path.display());
-            assert_eq!(pid, Some(holder.pid));
+            assert_eq!(pid, Some(holder.id()));
         }
         other => panic!("expected Held, got {other:?}"),
     }
@@ -123,7 +121,7 @@ struct TickReport {
 /// On a current-thread tokio runtime (on its own thread), runs a ticker task and a task that
 /// awaits `wait()`, a wait for the lock `holder` holds. Once 20 more timer ticks have passed
 /// with the waiter still waiting, releases the holder; then the waiter must get the lock. If the
-/// wait blocked the thread, nothing would tick: after [`LIMIT`] the holder is killed and the
+/// wait blocked the thread, nothing would tick: after [`PATIENCE`] the holder is killed and the
 /// test fails.
 fn tick_while_waiting<Fut>(
     mut holder: Proc,
@@ -186,7 +184,7 @@ where
             });
         });
     });
-    let before_release = match rx.recv_timeout(LIMIT) {
+    let before_release = match rx.recv_timeout(PATIENCE) {
         Ok(Msg::Waiting { pending, ticks }) => {
             assert!(pending, "the waiter finished while the child held the lock");
             ticks
@@ -198,7 +196,7 @@ where
         }
     };
     holder.release();
-    let (until_acquired, out) = match rx.recv_timeout(LIMIT) {
+    let (until_acquired, out) = match rx.recv_timeout(PATIENCE) {
         Ok(Msg::Done { ticks, out }) => (ticks, out),
         Ok(Msg::Waiting { .. }) => unreachable!(),
         Err(e) => panic!("the waiter did not get the released lock ({e})"),
@@ -237,7 +235,7 @@ fn current_thread_runtime_keeps_ticking_while_acquire_timeout_async_waits() {
     let holder = hold(dir.path(), "ticker", &[]);
     let lock = Lock::new("ticker").dir(dir.path());
     let report = tick_while_waiting(holder, move || async move {
-        let _guard = lock.acquire_timeout_async(LIMIT).await?;
+        let _guard = lock.acquire_timeout_async(PATIENCE).await?;
         Ok(holder_of(&lock))
     });
     eprintln!(
@@ -262,7 +260,7 @@ fn block_on_acquire_timeout_async_times_out_naming_the_holder() {
     match result {
         Err(Error::Timeout { timeout, pid, .. }) => {
             assert_eq!(timeout, Duration::from_millis(200));
-            assert_eq!(pid, Some(holder.pid));
+            assert_eq!(pid, Some(holder.id()));
         }
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -291,7 +289,7 @@ fn block_on_annotated_wait_completes_after_the_holder_releases() {
         let _ = done_tx.send(out);
     });
     pending_rx
-        .recv_timeout(LIMIT)
+        .recv_timeout(PATIENCE)
         .expect("the annotated fn should be waiting");
     assert!(
         done_rx.try_recv().is_err(),
@@ -299,7 +297,7 @@ fn block_on_annotated_wait_completes_after_the_holder_releases() {
     );
     holder.release();
     let out = done_rx
-        .recv_timeout(LIMIT)
+        .recv_timeout(PATIENCE)
         .expect("the annotated fn should get the released lock");
     assert_eq!(out.expect("holder"), Some(std::process::id()));
 }
@@ -338,16 +336,7 @@ fn cancelled_waits_leave_no_descriptor_thread_or_lock_behind() {
         cancellations();
         return;
     }
-    let dir = tempdir();
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ISOLATED, "1")
-        .env("LOCKMACRO_DIR", dir.path());
-    let done = Proc::spawn("isolated test", cmd).finish();
-    eprintln!("{}", done.stderr);
-    assert!(done.status.success(), "isolated test failed: {done:?}");
-    let ran = format!("test {NAME} ... ok");
-    assert!(done.stdout.contains(&ran), "did not run: {done:?}");
+    run_isolated(NAME, ISOLATED, tempdir().path());
 }
 
 /// Cancellations before the baseline is taken (all four kinds, twice).
@@ -369,7 +358,7 @@ fn cancellations() {
                 0 => tokio::time::timeout(short, lock.acquire_async())
                     .await
                     .is_err(),
-                1 => tokio::time::timeout(short, lock.acquire_timeout_async(LIMIT))
+                1 => tokio::time::timeout(short, lock.acquire_timeout_async(PATIENCE))
                     .await
                     .is_err(),
                 2 => tokio::time::timeout(short, cancel_wait()).await.is_err(),
@@ -404,11 +393,11 @@ fn cancellations() {
     );
 
     // Nothing of ours holds the lock: the child does, then nobody, then another child gets it.
-    assert_eq!(holder_of(&lock), Some(child.pid));
+    assert_eq!(holder_of(&lock), Some(child.id()));
     child.release();
     assert_eq!(holder_of(&lock), None);
     let next = hold(dir, "cancel", &[]);
-    assert_eq!(holder_of(&lock), Some(next.pid));
+    assert_eq!(holder_of(&lock), Some(next.id()));
 }
 
 #[exclusive(name = "dropped", dir = "/tmp/lockmacro-test_async-dropped", wait)]
@@ -437,7 +426,7 @@ fn dropping_an_async_fn_inside_its_hold_releases_the_lock() {
     assert_eq!(holder_of(&lock), None);
     drop(forks);
     let child = hold(dir, "dropped", &[]);
-    assert_eq!(holder_of(&lock), Some(child.pid));
+    assert_eq!(holder_of(&lock), Some(child.id()));
 }
 
 // --- 5. Send ---------------------------------------------------------------------------------
@@ -478,7 +467,7 @@ fn async_fn_and_acquire_async_futures_are_send() {
     let acquire = lock.acquire_async();
     assert_send(&acquire);
     drop(acquire);
-    assert_send(&lock.acquire_timeout_async(LIMIT));
+    assert_send(&lock.acquire_timeout_async(PATIENCE));
 
     let sum = within("tokio::spawn on a multi-thread runtime", || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,7 +11,7 @@
 //! after an in-process hold ends hold `no_forks()`, so no child spawned meanwhile by another
 //! test copies the descriptor.
 
-mod common_async;
+mod support;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,10 +21,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use common_async::{
-    fresh_dir, hold, holder_of, no_forks, within, yield_once, SignalPending, LIMIT,
-};
 use lockmacro_runtime::{default_name, exclusive, Error, Lock, LockGuard};
+use support::{fresh_dir, hold, holder_of, no_forks, within, yield_once, SignalPending, PATIENCE};
 
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -514,7 +512,7 @@ fn another_task_on_the_same_thread_is_not_nested() {
     );
 }
 
-// --- pinned bugs ------------------------------------------------------------------------------
+// --- regressions ------------------------------------------------------------------------------
 
 const ESCAPE: &str = "/tmp/lockmacro-test_nested-escape";
 
@@ -536,10 +534,12 @@ async fn escape_inner() -> Option<u32> {
     holder_of(&Lock::new("escape").dir(ESCAPE))
 }
 
-/// BUG (mutual exclusion): whether an async annotated call is nested is decided once, at its
-/// first poll. A future first polled inside a hold of its lock never acquires it, even when it
-/// goes on running after that hold has ended: its body then runs while another process holds
-/// the lock.
+/// Regression (mutual exclusion): whether an async annotated call was nested used to be decided
+/// once, at its first poll, so a future first polled inside a hold of its lock never acquired
+/// it, even when it went on running after that hold had ended: its body then ran while another
+/// process held the lock. Resumed after the outer hold, with another process holding the lock,
+/// the rest of its body must wait for the lock (or, if it finishes without waiting, must not
+/// have run while the other process held it).
 #[test]
 fn regression_nested_future_resumed_after_the_outer_hold_runs_without_the_lock() {
     fresh_dir(ESCAPE);
@@ -554,21 +554,25 @@ fn regression_nested_future_resumed_after_the_outer_hold_runs_without_the_lock()
         let seen = futures::executor::block_on(SignalPending::new(inner, pending_tx));
         let _ = done_tx.send(seen);
     });
-    match pending_rx.recv_timeout(LIMIT) {
+    match pending_rx.recv_timeout(PATIENCE) {
         // Correct: the rest of the body waits for the lock.
         Ok(()) => {
             child.release();
-            let seen = done_rx.recv_timeout(LIMIT).expect("escape_inner finishes");
+            let seen = done_rx
+                .recv_timeout(PATIENCE)
+                .expect("escape_inner finishes");
             assert_eq!(seen, me());
         }
         // It finished without ever waiting: look at what its body saw.
         Err(RecvTimeoutError::Disconnected) => {
-            let seen = done_rx.recv_timeout(LIMIT).expect("escape_inner finished");
+            let seen = done_rx
+                .recv_timeout(PATIENCE)
+                .expect("escape_inner finished");
             assert_ne!(
                 seen,
-                Some(child.pid),
+                Some(child.id()),
                 "escape_inner's body ran while another process (pid {}) held its lock",
-                child.pid
+                child.id()
             );
             assert_eq!(seen, me());
         }
@@ -588,10 +592,11 @@ fn alias_outer() -> Result<LockGuard, Error> {
         .acquire_timeout(Duration::from_secs(2))
 }
 
-/// BUG (self-deadlock): the call chain identifies a lock by the spelling of its path, so a
-/// runtime acquisition of the very lock file an enclosing `#[exclusive]` holds, reached through
-/// another spelling of the directory (a symlink, `..`, relative vs absolute), is not `Nested`:
-/// `acquire()` hangs forever on its own lock; `acquire_timeout` times out naming our own PID.
+/// Regression (self-deadlock): the call chain used to identify a lock by the spelling of its
+/// path, so a runtime acquisition of the very lock file an enclosing `#[exclusive]` holds,
+/// reached through another spelling of the directory (a symlink, `..`, relative vs absolute),
+/// was not `Nested`: `acquire()` hung forever on its own lock, and `acquire_timeout` timed out
+/// naming our own PID. It must be `Nested`.
 #[test]
 fn regression_same_lock_file_through_a_symlinked_dir_waits_for_itself() {
     fresh_dir(ALIAS);

@@ -1,16 +1,26 @@
 //! The waiting notice: a single-instance `main` that waits tells the person watching why, once,
 //! after about a second ("waiting for lock `single` (held by pid N, path ...)"), and says nothing
 //! for a short wait or with `notice = false`.
+//!
+//! The programs are subcommands of `lm-child` (`tests/bin/child/programs.rs`): `single` holds
+//! the lock; `notice-wait` (`wait`), `notice-timeout` (`timeout = "1h"`) and `notice-quiet`
+//! (`wait, notice = false`) wait for it.
 #![cfg(target_os = "linux")] // waiters are observed in /proc/locks
 
-mod common;
+mod support;
 
-use common::{lock_path, Proc, SINGLE};
+use std::path::Path;
 
-const NO_ARGS: [&str; 0] = [];
-const WAIT: &str = env!("CARGO_BIN_EXE_lm-notice-wait");
-const TIMEOUT: &str = env!("CARGO_BIN_EXE_lm-notice-timeout");
-const QUIET: &str = env!("CARGO_BIN_EXE_lm-notice-quiet");
+use support::{child, lock_path, Proc};
+
+const WAIT: &str = "notice-wait";
+const TIMEOUT: &str = "notice-timeout";
+const QUIET: &str = "notice-quiet";
+
+/// The program `lm-child <program>` with its locks in `dir`.
+fn program(program: &str, dir: &Path) -> Proc {
+    child([program]).dir(dir).spawn()
+}
 
 fn notices(stderr: &str) -> Vec<&str> {
     stderr
@@ -24,9 +34,9 @@ fn notices(stderr: &str) -> Vec<&str> {
 fn long_wait_is_announced_once(waiter: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = lock_path(tmp.path(), "single");
-    let mut holder = Proc::spawn(SINGLE, NO_ARGS, tmp.path());
-    holder.expect("ready");
-    let mut waiter = Proc::spawn(waiter, NO_ARGS, tmp.path());
+    let mut holder = program("single", tmp.path());
+    holder.expect_pid("locked");
+    let mut waiter = program(waiter, tmp.path());
     let line = waiter.expect_stderr("waiting for lock");
     let expected = format!(
         "waiting for lock `single` (held by pid {}, path {})",
@@ -35,7 +45,7 @@ fn long_wait_is_announced_once(waiter: &str) {
     );
     assert!(line.ends_with(&expected), "{line:?} lacks {expected:?}");
     holder.finish_ok();
-    waiter.expect("ready");
+    waiter.expect_pid("locked");
     let done = waiter.finish_ok();
     assert_eq!(notices(&done.stderr), [line.as_str()], "{}", done.stderr);
 }
@@ -56,12 +66,12 @@ fn a_short_wait_is_not_announced() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = lock_path(tmp.path(), "single");
     for waiter in [WAIT, TIMEOUT] {
-        let mut holder = Proc::spawn(SINGLE, NO_ARGS, tmp.path());
-        holder.expect("ready");
-        let mut waiter = Proc::spawn(waiter, NO_ARGS, tmp.path());
+        let mut holder = program("single", tmp.path());
+        holder.expect_pid("locked");
+        let mut waiter = program(waiter, tmp.path());
         waiter.wait_until_blocked_on(&path);
         holder.finish_ok();
-        waiter.expect("ready");
+        waiter.expect_pid("locked");
         let done = waiter.finish_ok();
         assert!(notices(&done.stderr).is_empty(), "{}", done.stderr);
     }
@@ -73,11 +83,11 @@ fn a_short_wait_is_not_announced() {
 fn notice_false_keeps_a_long_wait_silent() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = lock_path(tmp.path(), "single");
-    let mut holder = Proc::spawn(SINGLE, NO_ARGS, tmp.path());
-    holder.expect("ready");
-    let mut quiet = Proc::spawn(QUIET, NO_ARGS, tmp.path());
+    let mut holder = program("single", tmp.path());
+    holder.expect_pid("locked");
+    let mut quiet = program(QUIET, tmp.path());
     quiet.wait_until_blocked_on(&path);
-    let mut noisy = Proc::spawn(WAIT, NO_ARGS, tmp.path());
+    let mut noisy = program(WAIT, tmp.path());
     noisy.expect_stderr("waiting for lock");
     holder.finish_ok();
     // Both get the lock in turn; each exits as soon as it has it.

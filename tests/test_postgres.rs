@@ -1,11 +1,12 @@
 //! The PostgreSQL backend against a real server (feature `postgres`): exclusion across
 //! processes, the documented key SQL, kill -9 and `pg_terminate_backend` of the holder, a frozen
-//! network path, and an overlap-counting stress test. The server is
+//! network path, and a stress test judged by the oracle of `tests/support/oracle.rs`. The
+//! children are `lm-child pg-*` and `lm-child stress --postgres=<url>`. The server is
 //! `LOCKMACRO_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`); `psql`
 //! must be on `PATH`. `.ci/run` makes sure both are there.
 #![cfg(feature = "postgres")]
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,10 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{field, pid_field, Proc, PATIENCE};
 use lockmacro_runtime::{postgres_key_for, KEY_SQL, LOST_EXIT_CODE};
-
-const PG: &str = env!("CARGO_BIN_EXE_lm-pg");
+use support::{child, Line, Oracle, Proc, PATIENCE};
 
 fn url() -> String {
     std::env::var("LOCKMACRO_TEST_POSTGRES_URL")
@@ -35,12 +34,12 @@ fn unique(tag: &str) -> String {
 /// Runs one SQL statement with psql; its unaligned, tuples-only output.
 fn sql(query: &str) -> String {
     // The query goes through stdin: it can be longer than a command line may be.
-    let mut child = Command::new("psql")
-        .args([url().as_str(), "-AtXq", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+    let mut psql = Command::new("psql");
+    psql.args([url().as_str(), "-AtXq", "-v", "ON_ERROR_STOP=1", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let mut child = support::spawn(&mut psql)
         .unwrap_or_else(|e| panic!("run psql (is the PostgreSQL client installed?): {e}"));
     let mut stdin = child.stdin.take().expect("psql stdin");
     stdin
@@ -56,12 +55,10 @@ fn sql(query: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// An `lm-pg` child for lock `name` on the server at `url`.
+/// An `lm-child pg-<command>` child for lock `name` on the server at `url`.
 fn pg(command: &str, url: &str, name: &str, extra: &[&str]) -> Proc {
-    let tmp = std::env::temp_dir();
-    let mut args = vec![command, url, name];
-    args.extend_from_slice(extra);
-    Proc::spawn(PG, args, &tmp)
+    let command = format!("pg-{command}");
+    child([command.as_str(), url, name].iter().chain(extra)).spawn()
 }
 
 /// Waits until the server shows a session of process `pid` (so it is connected and polling).
@@ -76,28 +73,27 @@ fn wait_for_session_of(pid: u32) {
     }
 }
 
-fn t_field(line: &str) -> u128 {
-    field(line, "t")
-        .parse()
-        .unwrap_or_else(|e| panic!("t= in {line:?}: {e}"))
+fn t_field(line: &Line) -> u128 {
+    line.number("t")
 }
 
 #[test]
 fn exclusion_through_the_server_try_wait_timeout_and_pg_locks() {
     let name = unique("excl");
     let mut holder = pg("hold", &url(), &name, &[]);
-    let pid = pid_field(&holder.expect("locked"), "pid");
+    let pid = holder.expect_pid("locked");
 
     // try: refused, naming the holder's PID and the server.
     let mut other = pg("hold", &url(), &name, &[]);
     let line = other.expect("held");
-    assert_eq!(pid_field(&line, "pid"), pid, "{line}");
+    assert_eq!(line.pid_of("holder"), Some(pid), "{line}");
+    let msg = line.field("msg");
     assert!(
-        line.contains(&format!("lock `{name}` is already held by pid {pid}")),
+        msg.contains(&format!("lock `{name}` is already held by pid {pid}")),
         "{line}"
     );
     assert!(
-        line.contains("postgres://127.0.0.1:5432/test advisory lock"),
+        msg.contains("postgres://127.0.0.1:5432/test advisory lock"),
         "{line}"
     );
     assert_eq!(other.finish().status.code(), Some(3));
@@ -105,11 +101,8 @@ fn exclusion_through_the_server_try_wait_timeout_and_pg_locks() {
     // timeout: gives up after the timeout, naming the holder.
     let mut timed = pg("timeout", &url(), &name, &["300"]);
     let line = timed.expect("timeout");
-    assert_eq!(pid_field(&line, "pid"), pid, "{line}");
-    assert!(
-        field(&line, "elapsed_ms").parse::<u64>().expect("ms") >= 300,
-        "{line}"
-    );
+    assert_eq!(line.pid_of("holder"), Some(pid), "{line}");
+    assert!(line.number::<u64>("elapsed_ms") >= 300, "{line}");
     assert_eq!(timed.finish().status.code(), Some(4));
 
     // The holder, as operators see it in pg_locks, with the documented key.
@@ -191,8 +184,8 @@ fn kill_9_of_the_holder_lets_a_waiter_in_within_a_second_20_times() {
 fn terminating_the_holders_session_exits_it_with_the_lost_code_within_a_heartbeat() {
     // Lease 5 s: one heartbeat is 1 s. The loss is seen when the connection ends, at once.
     let name = unique("term");
-    let mut holder = pg("hold", &url(), &name, &["--lease", "5000"]);
-    let pid = pid_field(&holder.expect("locked"), "pid");
+    let mut holder = pg("hold", &url(), &name, &["--lease=5000"]);
+    let pid = holder.expect_pid("locked");
     let started = Instant::now();
     terminate_session_of(pid);
     let done = holder.exited();
@@ -210,18 +203,21 @@ fn terminating_the_holders_session_exits_it_with_the_lost_code_within_a_heartbea
 #[test]
 fn terminating_the_session_is_reported_with_on_lost_report_and_cancels_an_async_body() {
     let name = unique("report");
-    let mut holder = pg("hold", &url(), &name, &["--lease", "5000", "--report"]);
-    let pid = pid_field(&holder.expect("locked"), "pid");
+    let mut holder = pg("hold", &url(), &name, &["--lease=5000", "--report"]);
+    let pid = holder.expect_pid("locked");
     terminate_session_of(pid);
     let line = holder.expect("lost");
-    assert!(line.contains("the connection ended"), "{line}");
+    assert!(line.field("msg").contains("the connection ended"), "{line}");
     holder.finish_ok();
 
-    let mut cancel = pg("attr-cancel", &url(), &name, &[]);
-    let pid = pid_field(&cancel.expect("locked"), "pid");
+    let mut cancel = child(["pg-attr-cancel", &url()]).spawn();
+    let pid = cancel.expect_pid("locked");
     terminate_session_of(pid);
     let line = cancel.expect("cancelled");
-    assert!(line.contains("lost lock `pg-attr-cancel`"), "{line}");
+    assert!(
+        line.field("msg").contains("lost lock `pg-attr-cancel`"),
+        "{line}"
+    );
     cancel.finish_ok();
 }
 
@@ -314,12 +310,7 @@ fn a_frozen_network_path_is_declared_lost_before_the_server_lets_a_contender_in_
         let proxy = Proxy::start();
         // Lease 1 s: the holder gives up 0.5 s after its last answered heartbeat was sent; the
         // server ends its session after 1 s of silence, and only then lets the contender in.
-        let mut holder = pg(
-            "hold",
-            &proxy.url(),
-            &name,
-            &["--lease", "1000", "--report"],
-        );
+        let mut holder = pg("hold", &proxy.url(), &name, &["--lease=1000", "--report"]);
         holder.expect("locked");
         let mut contender = pg("wait", &url(), &name, &[]);
         contender.expect("waiting");
@@ -349,38 +340,37 @@ fn a_frozen_network_path_is_declared_lost_before_the_server_lets_a_contender_in_
 fn stress_8_processes_25_acquisitions_each_through_the_server_never_overlap() {
     let name = unique("stress");
     let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().to_string_lossy().into_owned();
+    let oracle = Oracle::create(work.path());
+    let dir = oracle.dir().display().to_string();
+    let server = format!("--postgres={}", url());
     let mut children: Vec<Proc> = (0..8)
-        .map(|_| pg("stress", &url(), &name, &["25", &dir]))
+        .map(|_| child(["stress", "-", &name, "25", &dir, &server]).spawn())
         .collect();
     for child in &mut children {
-        child.expect("ready");
+        child.expect_pid("ready");
     }
     for child in &mut children {
         child.send("go");
     }
-    let overlaps: u32 = children
-        .iter_mut()
-        .map(|c| {
-            field(&c.expect("done"), "overlaps")
-                .parse::<u32>()
-                .expect("n")
-        })
-        .sum();
+    let (mut overlaps, mut failures) = (0, 0);
+    for child in &mut children {
+        let done = child.expect("done");
+        overlaps += done.number::<u32>("overlaps");
+        failures += done.number::<u32>("corrupt") + done.number::<u32>("errors");
+    }
     for child in children {
         child.finish_ok();
     }
     assert_eq!(overlaps, 0);
-    let count = std::fs::read_to_string(work.path().join("counter")).expect("counter");
-    assert_eq!(count.trim(), "200");
+    assert_eq!(failures, 0, "torn counter reads or failed acquisitions");
+    assert_eq!(oracle.count(), Some(200));
 }
 
 #[test]
 fn the_attribute_with_backend_postgres_keeps_its_exit_policy() {
-    let name = unique("attr"); // unused by the attribute (its name is fixed), keeps args uniform
-    let mut first = pg("attr-main", &url(), &name, &[]);
-    let pid = pid_field(&first.expect("ran"), "pid");
-    let second = pg("attr-main", &url(), &name, &[]).finish();
+    let mut first = child(["pg-attr-main", &url()]).spawn();
+    let pid = first.expect_pid("ran");
+    let second = child(["pg-attr-main", &url()]).spawn().finish();
     assert_eq!(second.status.code(), Some(1), "{}", second.stderr);
     assert!(
         second

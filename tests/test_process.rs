@@ -1,21 +1,33 @@
-//! Locks between real processes: the child programs `lm-single` (an `#[exclusive] fn main`) and
-//! `lm-helper` (annotated functions and runtime calls as subcommands, see `tests/bin/helper.rs`).
+//! Locks between real processes, each played by `lm-child` (`tests/bin/child`): a whole
+//! single-instance program (`single`, an `#[exclusive]` function named `main`), annotated
+//! functions (`migrate`, `wait-acquire`, `timeout`) and runtime calls (`hold`, `fork`).
 //!
-//! Every test uses its own temporary lock directory (`LOCKMACRO_DIR` for children, `.dir()` in
-//! this process), and synchronises with its children through their stdin/stdout pipes only.
+//! Every test uses its own temporary lock directory (`LOCKMACRO_DIR` or a `<dir>` argument for
+//! children, `.dir()` in this process), and synchronises with its children through their
+//! stdin/stdout pipes only.
 
-mod common;
+mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{field, file_content, lock_path, pid_field, Proc, PATIENCE, SINGLE};
 use lockmacro_runtime::{Error, Lock};
+use support::{child, file_content, lock_path, show, Proc, PATIENCE};
 use tempfile::TempDir;
-
-const NO_ARGS: [&str; 0] = [];
 
 fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("create a temporary lock directory")
+}
+
+/// `lm-child <subcommand> <args>` with `LOCKMACRO_DIR=dir`.
+fn run_in(dir: &Path, args: &[&str]) -> Proc {
+    child(args).dir(dir).spawn()
+}
+
+/// `lm-child hold <dir> <name> <flags>`.
+fn holder(dir: &Path, name: &str, flags: &[&str]) -> Proc {
+    let dir = show(dir);
+    child(["hold", dir.as_str(), name].iter().chain(flags)).spawn()
 }
 
 #[test]
@@ -23,15 +35,10 @@ fn single_instance_main_refuses_a_second_copy_until_the_first_exits() {
     let tmp = temp_dir();
     let path = lock_path(tmp.path(), "single");
 
-    let mut first = Proc::spawn(SINGLE, NO_ARGS, tmp.path());
-    let ready = first.expect("ready");
-    let first_pid: u32 = ready
-        .strip_prefix("ready ")
-        .and_then(|pid| pid.parse().ok())
-        .expect("`ready <pid>`");
-    assert_eq!(first_pid, first.id());
+    let mut first = run_in(tmp.path(), &["single"]);
+    let first_pid = first.expect_pid("locked");
 
-    let second = Proc::spawn(SINGLE, NO_ARGS, tmp.path()).finish();
+    let second = run_in(tmp.path(), &["single"]).finish();
     assert_eq!(second.status.code(), Some(1), "{second:?}");
     assert!(second.stdout.is_empty(), "second copy ran main: {second:?}");
     let stderr = second.stderr.trim_end();
@@ -50,9 +57,8 @@ fn single_instance_main_refuses_a_second_copy_until_the_first_exits() {
     let first = first.finish_ok();
     assert!(first.stdout.is_empty(), "{first:?}");
 
-    let mut third = Proc::spawn(SINGLE, NO_ARGS, tmp.path());
-    let ready = third.expect("ready");
-    assert_eq!(ready, format!("ready {}", third.id()));
+    let mut third = run_in(tmp.path(), &["single"]);
+    third.expect_pid("locked");
     third.finish_ok();
 }
 
@@ -61,23 +67,22 @@ fn result_fn_gets_held_with_the_holders_pid_converted_into_the_users_error() {
     let tmp = temp_dir();
     let path = lock_path(tmp.path(), "migrate");
 
-    let mut holder = Proc::helper(["hold", "migrate"], tmp.path());
-    let holder_pid = pid_field(&holder.expect("locked"), "pid");
-    assert_eq!(holder_pid, holder.id());
+    let mut holder = holder(tmp.path(), "migrate", &[]);
+    let holder_pid = holder.expect_pid("locked");
 
     // `migrate` prints `held ...` only if its `AppError::from` received an `Error::Held`.
-    let mut blocked = Proc::helper(["migrate"], tmp.path());
+    let mut blocked = run_in(tmp.path(), &["migrate"]);
     let held = blocked.expect("held");
-    assert_eq!(pid_field(&held, "pid"), holder_pid, "{held}");
-    assert_eq!(field(&held, "name"), "migrate", "{held}");
-    assert_eq!(field(&held, "path"), path.to_str().expect("utf-8 path"));
+    assert_eq!(held.pid_of("holder"), Some(holder_pid), "{held}");
+    assert_eq!(held.field("name"), "migrate", "{held}");
+    assert_eq!(held.field("path"), path.to_str().expect("utf-8 path"));
     let blocked = blocked.finish();
     assert_eq!(blocked.status.code(), Some(3), "{blocked:?}");
     assert!(blocked.stdout.is_empty(), "the body ran: {blocked:?}");
 
     holder.finish_ok();
 
-    let mut free = Proc::helper(["migrate"], tmp.path());
+    let mut free = run_in(tmp.path(), &["migrate"]);
     free.expect("ran");
     free.expect("ok");
     free.finish_ok();
@@ -89,17 +94,15 @@ fn wait_acquires_right_after_the_holder_releases_and_not_before() {
     let path = lock_path(tmp.path(), "wait");
     // The holder creates this file while it still holds the lock, just before releasing.
     let mark = tmp.path().join("holder-releasing");
-    let mark_arg = mark.to_str().expect("utf-8 path");
+    let mark_arg = format!("--mark={}", show(&mark));
 
-    let mut holder = Proc::helper(["hold", "wait", "--mark", mark_arg], tmp.path());
-    let holder_pid = pid_field(&holder.expect("locked"), "pid");
+    let mut holder = holder(tmp.path(), "wait", &[&mark_arg]);
+    let holder_pid = holder.expect_pid("locked");
 
-    let mut waiter = Proc::helper(["wait-acquire", "--mark", mark_arg], tmp.path());
-    let waiter_pid = pid_field(&waiter.expect("waiting"), "pid");
-    assert_eq!(waiter_pid, waiter.id());
+    let mut waiter = run_in(tmp.path(), &["wait-acquire", &mark_arg]);
+    let waiter_pid = waiter.expect_pid("waiting");
 
     // The waiter is parked inside flock, so it has not acquired: the kernel says so.
-    #[cfg(target_os = "linux")]
     waiter.wait_until_blocked_on(&path);
     assert!(!mark.exists());
     assert_eq!(file_content(&path), holder_pid.to_string());
@@ -114,9 +117,9 @@ fn wait_acquires_right_after_the_holder_releases_and_not_before() {
     let acquired = waiter.expect("acquired");
     let handover = released_at.elapsed();
     // Seeing the mark proves the waiter got the lock after the holder began releasing.
-    assert_eq!(field(&acquired, "mark"), "yes", "{acquired}");
-    assert_eq!(pid_field(&acquired, "holder"), waiter_pid, "{acquired}");
-    assert_eq!(pid_field(&acquired, "file"), waiter_pid, "{acquired}");
+    assert_eq!(acquired.field("mark"), "yes", "{acquired}");
+    assert_eq!(acquired.pid_of("holder"), Some(waiter_pid), "{acquired}");
+    assert_eq!(acquired.number::<u32>("file"), waiter_pid, "{acquired}");
     assert!(handover < PATIENCE, "handover took {handover:?}");
     holder.finish_ok();
     waiter.finish_ok();
@@ -128,16 +131,16 @@ fn timeout_fn_gives_up_after_its_timeout_naming_the_holder() {
     let tmp = temp_dir();
     let path = lock_path(tmp.path(), "timeout");
 
-    let mut holder = Proc::helper(["hold", "timeout"], tmp.path());
-    let holder_pid = pid_field(&holder.expect("locked"), "pid");
+    let mut holder = holder(tmp.path(), "timeout", &[]);
+    let holder_pid = holder.expect_pid("locked");
 
-    let mut late = Proc::helper(["timeout"], tmp.path());
+    let mut late = run_in(tmp.path(), &["timeout"]);
     let line = late.expect("timeout");
-    assert_eq!(pid_field(&line, "pid"), holder_pid, "{line}");
-    assert_eq!(field(&line, "timeout_ms"), "300", "{line}");
-    assert_eq!(field(&line, "name"), "timeout", "{line}");
-    assert_eq!(field(&line, "path"), path.to_str().expect("utf-8 path"));
-    let elapsed = Duration::from_millis(field(&line, "elapsed_ms").parse().expect("elapsed_ms"));
+    assert_eq!(line.pid_of("holder"), Some(holder_pid), "{line}");
+    assert_eq!(line.field("timeout_ms"), "300", "{line}");
+    assert_eq!(line.field("name"), "timeout", "{line}");
+    assert_eq!(line.field("path"), path.to_str().expect("utf-8 path"));
+    let elapsed = Duration::from_millis(line.number("elapsed_ms"));
     assert!(
         elapsed >= Duration::from_millis(300),
         "gave up early: {line}"
@@ -149,7 +152,7 @@ fn timeout_fn_gives_up_after_its_timeout_naming_the_holder() {
 
     holder.finish_ok();
 
-    let mut free = Proc::helper(["timeout"], tmp.path());
+    let mut free = run_in(tmp.path(), &["timeout"]);
     free.expect("acquired");
     free.finish_ok();
     eprintln!("timeout: gave up after {elapsed:?}");
@@ -160,21 +163,18 @@ fn killed_holder_frees_the_lock_at_once_leaving_its_stale_pid() {
     let tmp = temp_dir();
     let lock = Lock::new("crash").dir(tmp.path());
 
-    let mut holder = Proc::helper(["hold", "crash"], tmp.path());
+    let mut holder = holder(tmp.path(), "crash", &[]);
     let line = holder.expect("locked");
-    let dead_pid = pid_field(&line, "pid");
-    assert_eq!(field(&line, "path"), lock.path().to_str().expect("utf-8"));
+    let dead_pid = line.pid();
+    assert_eq!(line.field("path"), lock.path().to_str().expect("utf-8"));
     assert_eq!(lock.holder().expect("holder"), Some(dead_pid));
 
     let status = holder.kill();
-    #[cfg(unix)]
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),
         "{status}"
     );
-    #[cfg(not(unix))]
-    assert!(!status.success());
 
     assert_eq!(file_content(lock.path()), dead_pid.to_string());
     assert_eq!(lock.holder().expect("holder"), None);
@@ -191,8 +191,8 @@ fn cleanup_holder_removes_the_lock_file_when_it_releases() {
     let tmp = temp_dir();
     let path = lock_path(tmp.path(), "tidy");
 
-    let mut holder = Proc::helper(["hold", "tidy", "--cleanup"], tmp.path());
-    let holder_pid = pid_field(&holder.expect("locked"), "pid");
+    let mut holder = holder(tmp.path(), "tidy", &["--cleanup"]);
+    let holder_pid = holder.expect_pid("locked");
     assert_eq!(file_content(&path), holder_pid.to_string());
 
     let done = holder.finish_ok();
@@ -207,8 +207,8 @@ fn killed_cleanup_holders_leftover_file_blocks_nobody() {
 
     for _ in 0..2 {
         // A cleanup holder dies without removing its file, which keeps its stale PID...
-        let mut holder = Proc::helper(["hold", "tidy", "--cleanup"], tmp.path());
-        let pid = pid_field(&holder.expect("locked"), "pid");
+        let mut holder = holder(tmp.path(), "tidy", &["--cleanup"]);
+        let pid = holder.expect_pid("locked");
         holder.kill();
         assert_eq!(file_content(lock.path()), pid.to_string());
         assert_eq!(lock.holder().expect("holder"), None);
@@ -227,10 +227,10 @@ fn shared_holders_run_together_and_exclude_an_exclusive_one() {
     let tmp = temp_dir();
     let exclusive = Lock::new("readers").dir(tmp.path());
 
-    let mut a = Proc::helper(["hold", "readers", "--shared"], tmp.path());
-    let a_pid = pid_field(&a.expect("locked"), "pid");
-    let mut b = Proc::helper(["hold", "readers", "--shared"], tmp.path());
-    let b_pid = pid_field(&b.expect("locked"), "pid");
+    let mut a = holder(tmp.path(), "readers", &["--shared"]);
+    let a_pid = a.expect_pid("locked");
+    let mut b = holder(tmp.path(), "readers", &["--shared"]);
+    let b_pid = b.expect_pid("locked");
 
     match exclusive.try_acquire() {
         Err(Error::Held { pid: Some(pid), .. }) => {
@@ -253,17 +253,22 @@ fn shared_holders_run_together_and_exclude_an_exclusive_one() {
         .expect("release");
 }
 
-#[cfg(unix)]
 #[test]
 fn guard_dropped_in_a_forked_child_releases_nothing() {
     let tmp = temp_dir();
     let lock = Lock::new("forked").dir(tmp.path());
 
-    // The helper takes the lock with `cleanup`, forks, and the fork drops its copy of the guard.
-    let mut owner = Proc::helper(["fork-drop", "forked"], tmp.path());
+    // The child takes the lock with `cleanup` and spawns a process that drops its copy of the
+    // guard between fork and exec.
+    let dir = show(tmp.path());
+    let mut owner = child(["fork", dir.as_str(), "forked", "--cleanup", "--exec"]).spawn();
     let line = owner.expect("forked");
-    let owner_pid = pid_field(&line, "pid");
-    assert_eq!(field(&line, "child"), "0", "{line}");
+    assert_eq!(
+        line.field("status"),
+        "0",
+        "the forked child should exit 0: {line}"
+    );
+    let owner_pid = owner.expect_pid("locked");
 
     assert!(lock.path().exists(), "the fork removed the lock file");
     assert_eq!(file_content(lock.path()), owner_pid.to_string());

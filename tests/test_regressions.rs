@@ -4,45 +4,24 @@
 //! timing. Where another process would hold the lock, a second open of the lock file (its own
 //! open file description, which flock treats exactly like another process) is locked with
 //! flock(2) directly. Every test has its own temporary directory, and every wait is bounded by
-//! [`LIMIT`], a generous bound that only a hang reaches.
+//! [`PATIENCE`], a generous bound that only a hang reaches.
+
+mod support;
 
 use std::fs::File;
 use std::future::Future;
-use std::io::Read;
-use std::os::unix::io::AsRawFd;
-use std::panic::resume_unwind;
 use std::path::Path;
 use std::pin::pin;
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lockmacro_runtime::{exclusive, Error, Lock, DIR_ENV};
+use lockmacro_runtime::{exclusive, Error, Lock};
+use support::{flock, locked_by_us, run_isolated, within, PATIENCE};
 use tempfile::{tempdir, TempDir};
-
-/// How long anything may take before we call it a hang.
-const LIMIT: Duration = Duration::from_secs(30);
-
-/// Runs `f` on its own thread and returns its result; fails if it takes [`LIMIT`], so a wait the
-/// bug would make endless turns into a failure. A panic in `f` is passed on.
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: still not done after {LIMIT:?}"),
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it ends"),
-        },
-    }
-}
 
 /// The lock file opened once more: its own open file description, so its flock locks conflict
 /// with ours exactly as another process's would.
@@ -52,23 +31,6 @@ fn open_separately(path: &Path) -> File {
         .write(true)
         .open(path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-/// flock(2) on `file`: true if it succeeded.
-fn flock(file: &File, operation: libc::c_int) -> bool {
-    // SAFETY: flock only uses the descriptor number, which `file` keeps open for the call.
-    unsafe { libc::flock(file.as_raw_fd(), operation) == 0 }
-}
-
-/// A lock file held exclusively by "another process" (see [`open_separately`]).
-fn held_elsewhere(path: &Path) -> File {
-    let other = open_separately(path);
-    assert!(
-        flock(&other, libc::LOCK_EX | libc::LOCK_NB),
-        "the lock file {} should be free",
-        path.display()
-    );
-    other
 }
 
 /// Held by the tests whose race needs the machine's cores to itself: the shared-try race needs
@@ -98,7 +60,7 @@ fn lock_in_tempdir(name: &str) -> (TempDir, Lock) {
 /// back to back (no pause, so the deadline passes in the middle of some poll, as it did in the
 /// proof); it must time out; the other holder releases; then the lock must be ours to take
 /// again (the abandoned proxy takes it for an instant and gives it back). With the bug, some
-/// trial's `acquire_timeout(LIMIT)` fails after [`LIMIT`]: against the unfixed code, one of the
+/// trial's `acquire_timeout(PATIENCE)` fails after [`PATIENCE`]: against the unfixed code, one of the
 /// first five trials stranded the lock in every run.
 #[test]
 fn regression_timed_async_acquire_at_its_deadline_never_strands_the_lock() {
@@ -121,7 +83,10 @@ fn regression_timed_async_acquire_at_its_deadline_never_strands_the_lock() {
                 if let Poll::Ready(outcome) = acquire.as_mut().poll(&mut cx) {
                     break outcome;
                 }
-                assert!(started.elapsed() < LIMIT, "trial {trial}: never timed out");
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "trial {trial}: never timed out"
+                );
             }
         };
         match outcome {
@@ -129,7 +94,7 @@ fn regression_timed_async_acquire_at_its_deadline_never_strands_the_lock() {
             other => panic!("trial {trial}: expected a timeout, got {other:?}"),
         }
         assert!(flock(&other, libc::LOCK_UN), "trial {trial}: unlock");
-        match lock.acquire_timeout(LIMIT) {
+        match lock.acquire_timeout(PATIENCE) {
             Ok(guard) => drop(guard),
             Err(e) => panic!(
                 "trial {trial}: after a timed-out async acquire and the other holder's release, \
@@ -154,7 +119,7 @@ fn shared_holder(
     let _ = about_to.send(());
     let got = if timed {
         // Longer than the test waits for it, so that it cannot join late, at its own deadline.
-        lock.acquire_timeout(2 * LIMIT)
+        lock.acquire_timeout(2 * PATIENCE)
     } else {
         lock.acquire()
     };
@@ -183,7 +148,7 @@ fn shared_holder(
 /// until the second has it too. Run with each kind of wait first. The short sleeps only make it
 /// likely that both are waiting before the release; the assertion holds whatever the timing.
 /// With the bug, the second never gets in while the first holds and the test fails after
-/// [`LIMIT`].
+/// [`PATIENCE`].
 #[test]
 fn regression_shared_waiters_join_as_soon_as_a_shared_hold_begins() {
     const SETTLE: Duration = Duration::from_millis(50);
@@ -191,7 +156,7 @@ fn regression_shared_waiters_join_as_soon_as_a_shared_hold_begins() {
     let lock = lock.shared();
     drop(lock.try_acquire().expect("create the lock file"));
     for first_timed in [false, true] {
-        let writer = held_elsewhere(lock.path());
+        let writer = locked_by_us(lock.path());
         thread::scope(|s| {
             let (holding_tx, holding) = mpsc::channel();
             let mut releases = Vec::new();
@@ -202,20 +167,20 @@ fn regression_shared_waiters_join_as_soon_as_a_shared_hold_begins() {
                 let (lock, holding_tx) = (lock.clone(), holding_tx.clone());
                 s.spawn(move || shared_holder(lock, timed, about_to_tx, holding_tx, release_rx));
                 about_to
-                    .recv_timeout(LIMIT)
+                    .recv_timeout(PATIENCE)
                     .expect("the holder thread started");
                 thread::sleep(SETTLE);
             }
             assert!(flock(&writer, libc::LOCK_UN), "unlock");
             for n in ["first", "second"] {
-                match holding.recv_timeout(LIMIT) {
+                match holding.recv_timeout(PATIENCE) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         panic!("(first timed: {first_timed}) a shared request failed: {e}")
                     }
                     Err(_) => panic!(
                         "(first timed: {first_timed}) the {n} shared holder did not get in within \
-                         {LIMIT:?} while the other held the lock shared"
+                         {PATIENCE:?} while the other held the lock shared"
                     ),
                 }
             }
@@ -301,37 +266,6 @@ fn cancel_a_body_while_it_holds_the_lock() {
     drop(after.expect("the lock is free after the cancellation"));
 }
 
-/// Runs `cmd` with its output captured; fails if it has not finished within [`LIMIT`].
-fn run_bounded(mut cmd: Command) -> (ExitStatus, String, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn the isolated test");
-    let read = |mut pipe: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = tx.send(text);
-        });
-        rx
-    };
-    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + LIMIT;
-    let mut collect = |rx: mpsc::Receiver<String>| {
-        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the isolated test did not finish within {LIMIT:?}")
-            })
-    };
-    let (stdout, stderr) = (collect(stdout), collect(stderr));
-    let status = child.wait().expect("wait for the isolated test");
-    (status, stdout, stderr)
-}
-
 /// The bug: the future of an async `#[exclusive]` function kept its lock in a field declared
 /// before the body's future, so when the future was dropped mid-hold (cancelled by
 /// `tokio::select!`, a timeout, an aborted task) the lock was released *first* and the body's
@@ -348,19 +282,10 @@ fn regression_cancelled_async_exclusive_body_runs_its_destructors_before_the_loc
         cancel_a_body_while_it_holds_the_lock();
         return;
     }
-    let dir = tempdir().expect("temporary directory");
-    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
-    cmd.args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ISOLATED, "1")
-        .env(DIR_ENV, dir.path());
-    let (status, stdout, stderr) = run_bounded(cmd);
-    assert!(
-        status.success(),
-        "isolated test failed ({status}):\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains(&format!("test {NAME} ... ok")),
-        "the isolated test did not run:\n{stdout}\n{stderr}"
+    run_isolated(
+        NAME,
+        ISOLATED,
+        tempdir().expect("temporary directory").path(),
     );
 }
 
@@ -371,7 +296,7 @@ fn regression_cancelled_async_exclusive_body_runs_its_destructors_before_the_loc
 /// cleaner, an administrator). Returns the other holder, to be kept open.
 fn strand_cached_file(lock: &Lock) -> File {
     drop(lock.try_acquire().expect("the lock is free"));
-    let other = held_elsewhere(lock.path());
+    let other = locked_by_us(lock.path());
     std::fs::remove_file(lock.path()).expect("delete the lock file");
     other
 }
@@ -385,7 +310,7 @@ fn strand_cached_file(lock: &Lock) -> File {
 /// For every way to acquire, the cached file is deleted while another holder keeps it locked;
 /// the acquisition must then succeed at once on a new file at the path. With the bug,
 /// `try_acquire` fails with `Held` right away (and the waits below it would run into
-/// [`LIMIT`]).
+/// [`PATIENCE`]).
 #[test]
 fn regression_a_cached_descriptor_of_a_deleted_lock_file_is_never_waited_on() {
     let (_dir, lock) = lock_in_tempdir("deleted");
@@ -395,18 +320,18 @@ fn regression_a_cached_descriptor_of_a_deleted_lock_file_is_never_waited_on() {
     let ways: [(&str, Acquisition); 5] = [
         ("try_acquire", Lock::try_acquire),
         ("acquire", Lock::acquire),
-        ("acquire_timeout", |lock| lock.acquire_timeout(LIMIT)),
+        ("acquire_timeout", |lock| lock.acquire_timeout(PATIENCE)),
         ("acquire_async", |lock| {
             futures::executor::block_on(lock.acquire_async())
         }),
         ("acquire_timeout_async", |lock| {
-            futures::executor::block_on(lock.acquire_timeout_async(LIMIT))
+            futures::executor::block_on(lock.acquire_timeout_async(PATIENCE))
         }),
     ];
     for (what, acquire) in ways {
         old_holders.push(strand_cached_file(&lock));
         let worker_lock = lock.clone();
-        let got = bounded(what, move || {
+        let got = within(what, move || {
             acquire(&worker_lock).map_err(|e| e.to_string())
         });
         let guard = got.unwrap_or_else(|e| {
@@ -451,7 +376,7 @@ fn regression_shared_try_acquire_never_fails_while_another_thread_takes_the_shar
     let _cpu = cpu_to_ourselves();
     let (_dir, lock) = lock_in_tempdir("shared-try");
     let lock = lock.shared();
-    let failures = bounded("shared try_acquire trials", move || {
+    let failures = within("shared try_acquire trials", move || {
         let arrived = Arc::new(AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(THREADS));
         let threads: Vec<_> = (0..THREADS)

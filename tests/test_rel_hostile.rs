@@ -3,40 +3,33 @@
 //!
 //! Permission checks mean nothing as root, so every child facing an attack runs as user
 //! `nobody` (uid 65534) through `setpriv`; root plays the other user who prepared the trap.
-//! Each attack is faced twice: through the runtime API (`lm-attack hold`, which reports the
-//! `Error` variant and message) and by a real `#[exclusive] fn main` (`lm-attack main`, which
-//! must print exactly one line on stderr and exit non-zero).
+//! Each attack is faced twice: through the runtime API (`lm-child hold`, which reports the
+//! `Error` variant and message) and by a real single-instance program (`lm-child single`, an
+//! `#[exclusive]` function named `main`, which must print exactly one line on stderr and exit
+//! non-zero).
 
-mod common;
-mod common_rel;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::process::Command;
 
-use common_rel::{
-    attack, chown, one_line_refusal, reported_error, require_setpriv, set_mode, tempdir_for_nobody,
-    NOBODY,
-};
 use lockmacro_runtime::Lock;
+use support::{
+    child, chown, lock_path as path_of, nobody_default_dir, output, require_setpriv, set_mode,
+    show, tempdir_for_nobody, NOBODY,
+};
 
-/// The lock name of `lm-attack main` (its `#[exclusive(name = ...)]`).
-const MAIN_LOCK: &str = "lm-attack-main";
+/// The lock name of `lm-child single` (its `#[exclusive(name = ...)]`).
+const MAIN_LOCK: &str = "single";
 
-fn path_of(dir: &Path, name: &str) -> PathBuf {
-    Lock::new(name).dir(dir).path().to_owned()
-}
-
-fn show(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// `lm-attack hold <dir> <name> --block` as nobody: must fail (never hang, though it was told to
+/// `lm-child hold <dir> <name> --block` as nobody: must fail (never hang, though it was told to
 /// wait) with an error of `variant` whose message contains every one of `words`.
 fn nobody_api_refused(dir: &str, name: &str, variant: &str, words: &[&str]) -> String {
-    let done = attack(["hold", dir, name, "--block"]).under_nobody().run();
-    let err = reported_error(&done);
-    assert_eq!(err.variant, variant, "{err:#?}");
+    let done = child(["hold", dir, name, "--block"]).under_nobody().run();
+    let err = done.refused("nobody got a lock it must be refused");
+    assert_eq!(err.kind, variant, "{err:#?}");
     for word in words {
         assert!(
             err.msg.contains(word),
@@ -47,14 +40,14 @@ fn nobody_api_refused(dir: &str, name: &str, variant: &str, words: &[&str]) -> S
     err.msg
 }
 
-/// `lm-attack main` as nobody with `LOCKMACRO_DIR=dir` (or the default directory): one line,
+/// `lm-child single` as nobody with `LOCKMACRO_DIR=dir` (or the default directory): one line,
 /// non-zero status, containing every one of `words`.
 fn nobody_main_refused(dir: Option<&Path>, words: &[&str]) -> String {
-    let mut spec = attack(["main"]).under_nobody().env("RUST_BACKTRACE", "1");
+    let mut spec = child(["single"]).under_nobody().env("RUST_BACKTRACE", "1");
     if let Some(dir) = dir {
-        spec = spec.env("LOCKMACRO_DIR", dir);
+        spec = spec.dir(dir);
     }
-    let line = one_line_refusal(&spec.run());
+    let line = spec.run().one_line_refusal();
     for word in words {
         assert!(line.contains(word), "{word:?} missing from {line:?}");
     }
@@ -122,13 +115,8 @@ fn planted_fifo_or_directory_is_refused_as_nobody() {
     let dir = show(shared.path());
 
     let fifo = path_of(shared.path(), "fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg("-m")
-        .arg("666")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo failed");
+    let made = output(Command::new("mkfifo").args(["-m", "666"]).arg(&fifo)).expect("run mkfifo");
+    assert!(made.status.success(), "mkfifo failed: {made:?}");
     let msg = nobody_api_refused(&dir, "fifo", "Io", &["not a regular file", &show(&fifo)]);
     eprintln!("[figures] FIFO, API: {msg}");
     assert!(fs::symlink_metadata(&fifo).is_ok_and(|m| !m.is_file() && !m.is_dir()));
@@ -145,42 +133,24 @@ fn planted_fifo_or_directory_is_refused_as_nobody() {
 // (b) The default directory of uid 65534 prepared by somebody else. All cases use the one real
 // directory, so they run in this one test, which removes whatever it made.
 
-/// Removes the default directory of nobody (a symlink or a directory tree) when dropped.
-struct RemoveDefault(PathBuf);
-
-impl RemoveDefault {
-    fn clear(&self) {
-        match fs::symlink_metadata(&self.0) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&self.0).expect("remove default dir"),
-            Ok(_) => fs::remove_file(&self.0).expect("remove default dir entry"),
-            Err(_) => {}
-        }
-    }
-}
-
-impl Drop for RemoveDefault {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// `mkdir -m <mode> <path>` run as nobody.
 fn mkdir_as_nobody(path: &Path, mode: u32) {
-    let status = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "mkdir",
-            "-m",
-        ])
-        .arg(format!("{mode:o}"))
-        .arg(path)
-        .status()
-        .expect("run setpriv mkdir");
+    let made = output(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "mkdir",
+                "-m",
+            ])
+            .arg(format!("{mode:o}"))
+            .arg(path),
+    )
+    .expect("run setpriv mkdir");
     assert!(
-        status.success(),
-        "mkdir -m {mode:o} {} as nobody",
+        made.status.success(),
+        "mkdir -m {mode:o} {} as nobody: {made:?}",
         path.display()
     );
     let meta = fs::symlink_metadata(path).expect("stat");
@@ -190,21 +160,8 @@ fn mkdir_as_nobody(path: &Path, mode: u32) {
 #[test]
 fn unsafe_default_directory_is_refused_as_nobody() {
     require_setpriv();
-    let asked = attack(["default-dir"]).under_nobody().run();
-    assert_eq!(asked.code(), Some(0), "{asked:#?}");
-    let default = PathBuf::from(
-        asked
-            .line("dir")
-            .strip_prefix("dir ")
-            .expect("`dir <path>`"),
-    );
-    assert!(
-        default.ends_with(format!("lockmacro-{NOBODY}")),
-        "unexpected default directory for nobody: {}",
-        default.display()
-    );
-    let guard = RemoveDefault(default.clone());
-    guard.clear(); // a leftover of an interrupted run
+    let guard = nobody_default_dir();
+    let default = guard.0.clone();
     let shown = show(&default);
     let name = "hostile-default";
 
@@ -249,7 +206,7 @@ fn unsafe_default_directory_is_refused_as_nobody() {
 
     // Control: absent, nobody creates it private and uses it. Proves the refusals above come
     // from the traps, not from nobody being unable to use the default directory at all.
-    let mut holder = attack(["hold", "-", name]).under_nobody().spawn();
+    let mut holder = child(["hold", "-", name]).under_nobody().spawn();
     holder.expect_pid("locked");
     let meta = fs::symlink_metadata(&default).expect("default dir created");
     assert!(meta.is_dir());
@@ -262,7 +219,7 @@ fn unsafe_default_directory_is_refused_as_nobody() {
     );
     let done = holder.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
-    let mut main = attack(["main"]).under_nobody().spawn();
+    let mut main = child(["single"]).under_nobody().spawn();
     main.expect_pid("locked");
     let done = main.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
@@ -297,9 +254,9 @@ fn squatted_lock_file_in_sticky_dir_fails_fast_as_nobody() {
     // with a permission error.
     let held = Lock::new("held-squat").dir(shared.path());
     let guard = held.try_acquire().expect("root holds its file");
-    let done = attack(["hold", &dir, "held-squat"]).under_nobody().run();
-    let err = reported_error(&done);
-    assert_eq!(err.variant, "Held", "{err:#?}");
+    let done = child(["hold", &dir, "held-squat"]).under_nobody().run();
+    let err = done.refused("nobody took the lock root holds");
+    assert_eq!(err.kind, "Held", "{err:#?}");
     guard.release().expect("release");
 
     let main_path = path_of(shared.path(), MAIN_LOCK);
@@ -354,31 +311,30 @@ fn unwritable_directory_is_a_clear_error_as_nobody() {
 
 #[test]
 fn default_directory_does_not_depend_on_the_environment() {
-    let name = "lockmacro-rel-env-independence"; // `lm-attack env-main`'s lock, with cleanup
+    let name = "lockmacro-rel-env-independence"; // `lm-child env-main`'s lock, with cleanup
     let path = Lock::new(name)
         .dir(lockmacro_runtime::default_dir())
         .path()
         .to_owned();
     // Started like cron would: an empty environment.
-    let mut first = attack(["env-main"])
+    let mut first = child(["env-main"])
         .wrapped(["env", "-i", "PATH=/usr/bin:/bin"])
         .spawn();
-    let pid = first.expect_pid("locked");
-    assert_eq!(pid, first.id(), "env(1) execs the program");
+    let pid = first.expect_pid("locked"); // the child's own pid: env(1) execs the program
 
     // Started like a login shell would, with every variable a naive default could follow
     // pointing elsewhere.
     let xdg = tempfile::tempdir().expect("temp dir");
     let tmp = tempfile::tempdir().expect("temp dir");
     let home = tempfile::tempdir().expect("temp dir");
-    let second = attack(["env-main"])
+    let second = child(["env-main"])
         .env("XDG_RUNTIME_DIR", xdg.path())
         .env("TMPDIR", tmp.path())
         .env("HOME", home.path())
         .env("RUST_BACKTRACE", "1")
         .run();
     assert_eq!(second.code(), Some(1), "{second:#?}");
-    let line = one_line_refusal(&second);
+    let line = second.one_line_refusal();
     assert!(
         line.contains(&format!("held by pid {pid}")) && line.contains(&show(&path)),
         "the refusal should name the first copy's PID and the lock file: {line}"
@@ -388,18 +344,19 @@ fn default_directory_does_not_depend_on_the_environment() {
     // And the other way round: the first copy in a rich environment, a second one in none.
     let done = first.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
-    let mut rich = attack(["env-main"])
+    let mut rich = child(["env-main"])
         .env("XDG_RUNTIME_DIR", xdg.path())
         .env("TMPDIR", tmp.path())
         .env("HOME", home.path())
         .spawn();
     let rich_pid = rich.expect_pid("locked");
-    let bare = attack(["env-main"])
+    let bare = child(["env-main"])
         .wrapped(["env", "-i", "PATH=/usr/bin:/bin"])
         .run();
     assert_eq!(bare.code(), Some(1), "{bare:#?}");
     assert!(
-        one_line_refusal(&bare).contains(&format!("held by pid {rich_pid}")),
+        bare.one_line_refusal()
+            .contains(&format!("held by pid {rich_pid}")),
         "{bare:#?}"
     );
     let done = rich.finish();
@@ -428,11 +385,11 @@ fn network_filesystems_are_refused_unless_allowed() {
         ("0x65735546", "FUSE"),
         ("0x01021997", "9p"),
     ] {
-        let refused = attack(["hold", &dir, "netfs"])
+        let refused = child(["hold", &dir, "netfs"])
             .env("LOCKMACRO_TEST_FS_MAGIC", magic)
             .run();
-        let err = reported_error(&refused);
-        assert_eq!(err.variant, "UnsafeDir", "{magic}: {err:#?}");
+        let err = refused.refused("a network filesystem was used");
+        assert_eq!(err.kind, "UnsafeDir", "{magic}: {err:#?}");
         assert_eq!(
             err.path,
             base.path(),
@@ -445,13 +402,18 @@ fn network_filesystems_are_refused_unless_allowed() {
             );
         }
         // Only "1" opts in.
-        let not_one = attack(["hold", &dir, "netfs"])
+        let not_one = child(["hold", &dir, "netfs"])
             .env("LOCKMACRO_TEST_FS_MAGIC", magic)
             .env("LOCKMACRO_ALLOW_NETWORK_FS", "0")
             .run();
-        assert_eq!(reported_error(&not_one).variant, "UnsafeDir");
+        assert_eq!(
+            not_one
+                .refused("LOCKMACRO_ALLOW_NETWORK_FS=0 opted in")
+                .kind,
+            "UnsafeDir"
+        );
 
-        let mut allowed = attack(["hold", &dir, "netfs"])
+        let mut allowed = child(["hold", &dir, "netfs"])
             .env("LOCKMACRO_TEST_FS_MAGIC", magic)
             .env("LOCKMACRO_ALLOW_NETWORK_FS", "1")
             .spawn();
@@ -465,20 +427,19 @@ fn network_filesystems_are_refused_unless_allowed() {
     }
 
     // A local type passes without opt-in (the mock itself is not what refuses).
-    let mut local = attack(["hold", &dir, "netfs"])
+    let mut local = child(["hold", &dir, "netfs"])
         .env("LOCKMACRO_TEST_FS_MAGIC", "0xef53")
         .spawn();
     local.expect_pid("locked");
     assert_eq!(local.finish().code(), Some(0));
 
     // The `#[exclusive] fn main` refusal is one line too.
-    let line = one_line_refusal(
-        &attack(["main"])
-            .env("LOCKMACRO_DIR", base.path())
-            .env("LOCKMACRO_TEST_FS_MAGIC", "0x6969")
-            .env("RUST_BACKTRACE", "1")
-            .run(),
-    );
+    let line = child(["single"])
+        .dir(base.path())
+        .env("LOCKMACRO_TEST_FS_MAGIC", "0x6969")
+        .env("RUST_BACKTRACE", "1")
+        .run()
+        .one_line_refusal();
     assert!(
         line.contains("NFS") && line.contains("LOCKMACRO_ALLOW_NETWORK_FS"),
         "{line}"

@@ -5,16 +5,15 @@
 //! Alone in its test binary on purpose: other tests running in the same process would open
 //! descriptors and start threads of their own.
 
-mod common;
-mod common_rel;
+mod support;
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common_rel::{attack, timed};
 use lockmacro_runtime::{Error, Lock};
+use support::{hold, timed};
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -54,8 +53,8 @@ fn cancelled(lock: &Lock, polls: usize) {
 fn thousand_timeouts_and_thousand_cancelled_async_acquisitions_leak_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("leaks").dir(dir.path());
-    let mut child = attack(["hold", &dir.path().display().to_string(), "leaks"]).spawn();
-    let holder = child.expect_pid("locked");
+    let child = hold(dir.path(), "leaks", &[]);
+    let holder = child.id();
 
     // Warm-up: the shared timer thread starts on the first pending async acquisition.
     for i in 0..5 {

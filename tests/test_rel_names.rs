@@ -2,6 +2,8 @@
 //! inside the lock directory, at most 255 bytes long, and distinct names map to distinct files,
 //! also on a case-insensitive filesystem.
 
+mod support;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -9,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use lockmacro_runtime::Lock;
 use proptest::prelude::*;
+use support::SplitMix;
 
 /// `.dir()` does no I/O, so the directory need not exist.
 const DIR: &str = "/var/tmp/lockmacro-names/dir";
@@ -181,31 +184,15 @@ fn fixed_hostile_names() {
     assert_eq!(seen.len(), names.len());
 }
 
-/// A deterministic generator (SplitMix64), so the 10 000 names are the same on every run.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).expect("fits")
-    }
-}
-
 #[test]
 fn ten_thousand_generated_names_never_collide() {
+    // A deterministic generator, so the 10 000 names are the same on every run.
     let mut rng = SplitMix(0x6c6f_636b_6d61_6372);
     let mut names = std::collections::HashSet::new();
     while names.len() < 10_000 {
         // Short names over a tiny alphabet: many differ by one character, case or position.
-        let len = rng.below(12);
-        let name: String = (0..len).map(|_| TRICKY[rng.below(TRICKY.len())]).collect();
+        let len = rng.index(12);
+        let name: String = (0..len).map(|_| TRICKY[rng.index(TRICKY.len())]).collect();
         names.insert(name);
     }
     let mut files: HashMap<String, &String> = HashMap::new();

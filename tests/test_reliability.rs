@@ -1,20 +1,19 @@
 //! How the lock survives the ways processes really end and really share descriptors, a
 //! blocked waiter whose file keeps being replaced, and whether it interoperates with util-linux
-//! `flock(1)`. Every holder is an `lm-attack` child (`tests/bin/attack.rs`); the test is the third party that looks at the
-//! lock from outside.
+//! `flock(1)`. Every holder is an `lm-child` process (`tests/bin/child`, mostly `attack.rs`);
+//! the test is the third party that looks at the lock from outside.
 //!
-//! The rest of the reliability suite: `test_rel_stress.rs` (mutual exclusion under load),
+//! The rest of the reliability suite: `test_stress.rs` (mutual exclusion under load),
 //! `test_rel_hostile.rs` (hostile directories, environment, network filesystems),
 //! `test_rel_names.rs` (names to paths), `test_rel_leaks.rs` (descriptors and threads).
 
-mod common;
-mod common_rel;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 
-use common_rel::{attack, file_bytes, running, KillOnDrop, Proc};
 use lockmacro_runtime::{Error, Lock};
+use support::{blocked_in_flock, child, file_bytes, running, show, KillOnDrop, Proc};
 
 /// The lock must be held by exactly `pid`, as a third process sees it.
 fn assert_held_by(lock: &Lock, pid: u32) {
@@ -29,16 +28,13 @@ fn assert_held_by(lock: &Lock, pid: u32) {
 // Crashes: the kernel releases a flock however its holder dies. The PID stays in the
 // file, and must be ignored.
 
-/// Runs `lm-attack crash <how>`, lets it die while holding, and checks the aftermath.
+/// Runs `lm-child crash <how>`, lets it die while holding, and checks the aftermath.
 /// Returns the child's status.
 fn crash(how: &str) -> ExitStatus {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("lm-attack-crash").dir(dir.path());
-    let mut child = attack(["crash", how])
-        .env("LOCKMACRO_DIR", dir.path())
-        .spawn();
+    let mut child = child(["crash", how]).dir(dir.path()).spawn();
     let pid = child.expect_pid("locked");
-    assert_eq!(pid, child.id());
     assert_held_by(&lock, pid);
     if how == "kill" {
         child.send_kill();
@@ -121,8 +117,11 @@ fn descriptors_of(pid: u32, path: &Path) -> usize {
 fn spawn_then_exit(flag: &str) -> (Result<(), Error>, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("spawn").dir(dir.path());
-    let mut holder = attack(["hold", &dir.path().display().to_string(), "spawn", flag]).spawn();
-    let sleeper = holder.expect_pid("spawned");
+    let mut holder = child(["hold", &show(dir.path()), "spawn", flag]).spawn();
+    let sleeper = holder
+        .expect("spawned")
+        .pid_of("child")
+        .expect("the sleeper's pid");
     let _reap = KillOnDrop(sleeper);
     let pid = holder.expect_pid("locked");
     match lock.try_acquire() {
@@ -168,7 +167,7 @@ fn spawned_child_with_an_inherited_descriptor_is_caught() {
 fn fork_and_drop(cleanup: bool, raw: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("fork").dir(dir.path());
-    let dir_arg = dir.path().display().to_string();
+    let dir_arg = show(dir.path());
     let mut args = vec!["fork", &dir_arg, "fork"];
     if cleanup {
         args.push("--cleanup");
@@ -176,14 +175,14 @@ fn fork_and_drop(cleanup: bool, raw: bool) {
     if raw {
         args.push("--raw");
     }
-    let mut parent = attack(args).spawn();
+    let mut parent = child(args).spawn();
     let forked = parent.expect("forked");
-    assert!(
-        forked.ends_with(" status=0"),
+    assert_eq!(
+        forked.field("status"),
+        "0",
         "the forked child should exit 0: {forked}"
     );
     let pid = parent.expect_pid("locked");
-    assert_eq!(pid, parent.id());
     assert_held_by(&lock, pid);
     assert_eq!(
         String::from_utf8_lossy(&file_bytes(lock.path())),
@@ -235,12 +234,7 @@ fn child_of_a_bare_clone_dropping_its_guard_leaves_the_parents_lock() {
 fn release_is_immediate_while_another_thread_is_spawning_a_child() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("forked").dir(dir.path());
-    let mut holder = attack([
-        "release-while-forked",
-        &dir.path().display().to_string(),
-        "forked",
-    ])
-    .spawn();
+    let mut holder = child(["release-while-forked", &show(dir.path()), "forked"]).spawn();
     let pid = holder.expect_pid("released");
     let seen = lock.try_acquire().map(drop);
     let holder_seen = lock.holder();
@@ -269,9 +263,9 @@ fn waiter_under_signals(mode: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("signals").dir(dir.path());
     let guard = lock.try_acquire().expect("the test takes the lock first");
-    let mut waiter = attack([
+    let mut waiter = child([
         "signals",
-        &dir.path().display().to_string(),
+        &show(dir.path()),
         "signals",
         mode,
         &SIGNALS_WHILE_WAITING.to_string(),
@@ -280,7 +274,7 @@ fn waiter_under_signals(mode: &str) {
     waiter.expect_pid("waiting");
     // Reached only if the wait survived this many interruptions without returning.
     let interrupted = waiter.expect("interrupted");
-    let seen = blocked_in_flock(waiter.id());
+    let seen = samples_blocked_in_flock(waiter.id());
     // A blocking acquire() must be in the kernel (flock(2)), so that the signals interrupt it.
     // A timed one may be too (a helper thread) or may poll: only reported.
     assert!(
@@ -298,14 +292,10 @@ fn waiter_under_signals(mode: &str) {
     let acquired = waiter.expect("acquired");
     let done = waiter.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
-    let figure = |key: &str| -> u64 {
-        acquired
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key}= in {acquired:?}"))
-    };
-    assert!(figure("handled") >= SIGNALS_WHILE_WAITING, "{acquired}");
+    assert!(
+        acquired.number::<u64>("handled") >= SIGNALS_WHILE_WAITING,
+        "{acquired}"
+    );
     eprintln!("[figures] signals, {mode}: {interrupted}; {acquired}{blocked}");
 }
 
@@ -313,18 +303,8 @@ const SAMPLES: usize = 200;
 
 /// In how many of `SAMPLES` reads of /proc/locks process `pid` is a blocked flock waiter
 /// (`N: -> FLOCK ADVISORY WRITE <pid> ...`). Between two signals it should be, nearly always.
-fn blocked_in_flock(pid: u32) -> usize {
-    let pid = pid.to_string();
-    (0..SAMPLES)
-        .filter(|_| {
-            std::fs::read_to_string("/proc/locks").is_ok_and(|table| {
-                table.lines().any(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    matches!(fields.as_slice(), [_, "->", "FLOCK", _, _, p, ..] if *p == pid)
-                })
-            })
-        })
-        .count()
+fn samples_blocked_in_flock(pid: u32) -> usize {
+    (0..SAMPLES).filter(|_| blocked_in_flock(pid, None)).count()
 }
 
 /// Control: under the same signals a bare blocking flock(2) does fail with EINTR, so the two
@@ -334,9 +314,9 @@ fn bare_flock_under_the_same_signals_fails_with_eintr() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("signals").dir(dir.path());
     let guard = lock.try_acquire().expect("the test takes the lock first");
-    let mut waiter = attack([
+    let mut waiter = child([
         "signals",
-        &dir.path().display().to_string(),
+        &show(dir.path()),
         "signals",
         "raw",
         &u64::MAX.to_string(), // no `interrupted` line: only the `raw` one
@@ -371,11 +351,8 @@ fn flock_cmd(args: &[&str]) -> Command {
 
 /// The exit status of `flock <args> true` (a non-blocking probe).
 fn flock_probe(args: &[&str], path: &Path) -> Option<i32> {
-    let out = flock_cmd(args)
-        .arg(path)
-        .arg("true")
-        .output()
-        .expect("run flock(1) (util-linux)");
+    let out =
+        support::output(flock_cmd(args).arg(path).arg("true")).expect("run flock(1) (util-linux)");
     out.status.code()
 }
 
@@ -452,21 +429,20 @@ const SWAPS: u64 = 1500;
 #[test]
 fn blocking_acquire_keeps_waiting_while_the_file_is_replaced_under_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let dir_arg = dir.path().display().to_string();
-    let mut churner = attack(["churn", &dir_arg, "churn"]).spawn();
+    let dir_arg = show(dir.path());
+    let mut churner = child(["churn", &dir_arg, "churn"]).spawn();
     let churner_pid = churner.expect_pid("ready");
-    let mut waiter = attack(["hold", &dir_arg, "churn", "--block"]).spawn();
+    let mut waiter = child(["hold", &dir_arg, "churn", "--block"]).spawn();
     churner.send(&format!("go {} {SWAPS}", waiter.id()));
     let line = churner.next_line();
-    if line.starts_with("gone") {
+    if line.word() == "gone" {
         let gave_up = waiter.finish();
         panic!("the blocking waiter gave up as its file was replaced ({line}): {gave_up:#?}");
     }
-    assert!(line.starts_with("done"), "{line}");
+    assert_eq!(line.word(), "done", "{line}");
     let done = churner.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
-    let pid = waiter.expect_pid("locked"); // fails here on an `error Held ...` line
-    assert_eq!(pid, waiter.id());
+    waiter.expect_pid("locked"); // fails here on an `error kind=Held ...` line
     let done = waiter.finish();
     assert_eq!(done.code(), Some(0), "{done:#?}");
     eprintln!("[figures] churn: {line} (churner {churner_pid}), then the waiter got the lock");

@@ -9,16 +9,16 @@
 //! and every test asserts, through the test-hooks counter, that the fast path was actually
 //! taken: a test that never reaches it would prove nothing.
 
-mod common;
+mod support;
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Proc;
 use lockmacro_runtime::__private::memo_vouched;
 use lockmacro_runtime::{Lock, LockGuard};
+use support::{file_content, hold, probe, Seen, PATIENCE};
 
 /// Acquire-release loop before each disturbance. Any length works for correctness; this one
 /// spans a few ticks of the coarse clock, so the fast path is armed when the loop ends.
@@ -48,16 +48,7 @@ fn warm(lock: &Lock) -> bool {
 /// True if the file at `path` is locked by someone: a new open file description cannot lock it.
 /// False if there is no file there.
 fn locked(path: &Path) -> bool {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-        Err(e) => panic!("open {}: {e}", path.display()),
-    };
-    match file.try_lock() {
-        Ok(()) => false,
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(e)) => panic!("flock {}: {e}", path.display()),
-    }
+    probe(path) == Seen::Held
 }
 
 /// What a correct acquisition guarantees: the path names a file that is locked (by the guard)
@@ -71,7 +62,7 @@ fn assert_holds_the_named_file(guard: &LockGuard, what: &str) {
         path.display()
     );
     assert_eq!(
-        common::file_content(path),
+        file_content(path),
         std::process::id().to_string(),
         "{what}: our PID is not in the lock file"
     );
@@ -185,9 +176,9 @@ fn another_holder_in_between_gets_our_pid_written_back() {
         let lock = Lock::new("repeated").dir(dir.path());
         for round in 0..ROUNDS / 4 {
             armed += usize::from(warm(&lock));
-            let mut other = Proc::helper(["hold", "repeated"], dir.path());
-            let other_pid = common::pid_field(&other.expect("locked"), "pid");
-            assert_eq!(common::file_content(lock.path()), other_pid.to_string());
+            let other = hold(dir.path(), "repeated", &[]);
+            let other_pid = other.id();
+            assert_eq!(file_content(lock.path()), other_pid.to_string());
             other.finish_ok();
             let guard = lock.try_acquire().expect("free after the other holder");
             assert_holds_the_named_file(&guard, &format!("after pid {other_pid}, round {round}"));
@@ -213,12 +204,12 @@ fn lock_directory_renamed_away_is_noticed_at_the_next_lookup() {
             .dir(&dir)
             .on_lost(lockmacro_runtime::OnLost::Report);
         // Armed, so that the first acquisitions after the rename skip the lookup.
-        let deadline = Instant::now() + common::PATIENCE;
+        let deadline = Instant::now() + PATIENCE;
         while !warm(&lock) {
             assert!(Instant::now() < deadline, "the fast path never armed");
         }
         std::fs::rename(&dir, base.path().join("moved")).expect("rename the directory");
-        let deadline = Instant::now() + common::PATIENCE;
+        let deadline = Instant::now() + PATIENCE;
         let mut tries = 0u32;
         loop {
             tries += 1;

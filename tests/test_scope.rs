@@ -3,83 +3,62 @@
 //! (`Lock::system`), with the rules that keep other users from squatting it; and the lock's
 //! name recorded in its file, listed by `inspect`.
 //!
-//! Multi-user tests run `lm-regress` children (`tests/bin/regress.rs`) as root and, through
+//! Multi-user tests run `lm-child` children (`tests/bin/child/hold.rs`) as root and, through
 //! `setpriv`, as `nobody` (65534) or a second unprivileged uid (65533, which needs no account),
 //! all with `umask 077` (the strictest a service may have: what is created must still be usable
 //! by the others). The system directory is moved into a temporary sticky directory with the test
 //! hook `LOCKMACRO_TEST_SYSTEM_DIR` (see `lockmacro-runtime/src/hooks.rs`), so the machine's
 //! `/run/lock/lockmacro` is never touched. Children report events as lines; the test waits for
-//! the line, never for a while; a deadline (`common::PATIENCE`) only turns a hang into a failure.
+//! the line, never for a while; a deadline (`support::PATIENCE`) only turns a hang into a failure.
 //!
 //! Each test says at its top what it failed with when its feature was broken on purpose.
 
-mod common;
-mod common_rel;
+mod support;
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Finished, Proc};
-use common_rel::{reported_error, require_setpriv, set_mode, Reported};
 use lockmacro_runtime::{inspect, Error, Lock};
+use support::{child, probe, require_setpriv, set_mode, Finished, Proc, Reported, Seen, NOBODY};
 use tempfile::TempDir;
 
-const REGRESS: &str = env!("CARGO_BIN_EXE_lm-regress");
-
-/// The test hook that moves the system directory.
+/// The test hook that moves the system directory (never inherited by a child: `support::proc`).
 const SYSTEM_ENV: &str = "LOCKMACRO_TEST_SYSTEM_DIR";
 
-const NOBODY: u32 = 65534;
 /// A second unprivileged user (no account needed for `setpriv`).
 const OTHER: u32 = 65533;
 
-/// Environment variables of the runtime that a child must not inherit by accident.
-const RUNTIME_ENV: [&str; 5] = [
-    "LOCKMACRO_DIR",
-    "LOCKMACRO_TEST_BREAK",
-    "LOCKMACRO_TEST_FS_MAGIC",
-    "LOCKMACRO_ALLOW_NETWORK_FS",
-    SYSTEM_ENV,
-];
-
 // --- children and files ---------------------------------------------------------------------
 
-/// `lm-regress args...` as `uid` (root if `None`), with `umask 077`, the system directory
+/// `lm-child args...` as `uid` (root if `None`), with `umask 077`, the system directory
 /// moved to `system` (if given) and the working directory `cwd` (if given).
-fn regress(uid: Option<u32>, system: Option<&Path>, cwd: Option<&Path>, args: &[&str]) -> Proc {
-    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), "umask 077 && exec \"$@\"".into()];
-    argv.push("sh".into());
+fn as_user(uid: Option<u32>, system: Option<&Path>, cwd: Option<&Path>, args: &[&str]) -> Proc {
+    let mut wrapper: Vec<String> =
+        vec!["sh".into(), "-c".into(), "umask 077 && exec \"$@\"".into()];
+    wrapper.push("sh".into());
     if let Some(uid) = uid {
-        argv.extend([
+        wrapper.extend([
             "setpriv".into(),
             format!("--reuid={uid}"),
             format!("--regid={uid}"),
             "--clear-groups".into(),
         ]);
     }
-    argv.push(REGRESS.into());
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    for key in RUNTIME_ENV {
-        cmd.env_remove(key);
-    }
+    let mut spec = child(args).wrapped(wrapper);
     if let Some(system) = system {
-        cmd.env(SYSTEM_ENV, system);
+        spec = spec.env(SYSTEM_ENV, system);
     }
     if let Some(cwd) = cwd {
-        cmd.current_dir(cwd);
+        spec = spec.cwd(cwd);
     }
-    let who = uid.map_or_else(|| "root".to_owned(), |u| format!("uid {u}"));
-    Proc::start(format!("lm-regress {} (as {who})", args.join(" ")), cmd)
+    spec.spawn()
 }
 
 /// A system-scope lock `name` held by a child running as `uid`; returns it and its PID.
 fn hold_system(uid: Option<u32>, system: &Path, name: &str) -> (Proc, u32) {
-    let mut kid = regress(uid, Some(system), None, &["hold", "-", name, "--system"]);
+    let mut kid = as_user(uid, Some(system), None, &["hold", "-", name, "--system"]);
     let pid = kid.expect_pid("locked");
     (kid, pid)
 }
@@ -88,8 +67,8 @@ fn hold_system(uid: Option<u32>, system: &Path, name: &str) -> (Proc, u32) {
 fn refused_system(uid: Option<u32>, system: &Path, name: &str, flags: &[&str]) -> Reported {
     let mut args = vec!["hold", "-", name, "--system"];
     args.extend(flags);
-    let done: Finished = regress(uid, Some(system), None, &args).exited();
-    reported_error(&done)
+    let done: Finished = as_user(uid, Some(system), None, &args).exited();
+    done.refused("a second holder of the system lock")
 }
 
 /// A fresh directory shared by all users like `/run/lock` (root's, mode 1777), readable by all;
@@ -114,9 +93,7 @@ fn system_path(system: &Path, name: &str) -> PathBuf {
 
 /// What an independent open and `flock(LOCK_EX|LOCK_NB)` say: true if somebody holds `path`.
 fn held(path: &Path) -> bool {
-    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    // SAFETY: flock(2) on a descriptor we own; closing it releases what it took.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    probe(path) == Seen::Held
 }
 
 /// `flock -n <path> true`: its exit status (1: the lock was taken).
@@ -271,7 +248,7 @@ fn at_relative_path_is_made_absolute() {
     assert_eq!(Lock::at("rel.lock").system().path(), lock.path());
 
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut kid = regress(
+    let mut kid = as_user(
         None,
         None,
         Some(dir.path()),
@@ -309,7 +286,7 @@ fn system_root_and_nobody_exclude_each_other_both_ways() {
 
     let refused = refused_system(Some(NOBODY), &system, name, &[]);
     assert_eq!(
-        (refused.variant.as_str(), refused.holder),
+        (refused.kind.as_str(), refused.holder),
         ("Held", Some(root_pid)),
         "nobody should be refused while root holds the system lock: {refused:?}"
     );
@@ -320,7 +297,7 @@ fn system_root_and_nobody_exclude_each_other_both_ways() {
     assert!(held(&path));
     let refused = refused_system(None, &system, name, &[]);
     assert_eq!(
-        (refused.variant.as_str(), refused.holder),
+        (refused.kind.as_str(), refused.holder),
         ("Held", Some(nobody_pid)),
         "root should be refused while nobody holds the system lock: {refused:?}"
     );
@@ -348,7 +325,7 @@ fn system_file_planted_by_another_user_neither_blocks_nor_lets_two_in() {
     set_mode(&system, 0o1777);
     let name = "planted";
     let path = system_path(&system, name);
-    let made = regress(
+    let made = as_user(
         Some(NOBODY),
         None,
         None,
@@ -359,7 +336,7 @@ fn system_file_planted_by_another_user_neither_blocks_nor_lets_two_in() {
 
     for flags in [&["--block"][..], &[]] {
         let refused = refused_system(None, &system, name, flags);
-        assert_eq!(refused.variant, "UnsafeFile", "{flags:?}: {refused:?}");
+        assert_eq!(refused.kind, "UnsafeFile", "{flags:?}: {refused:?}");
         assert!(
             refused.msg.contains("owned by uid 65534"),
             "{flags:?}: {refused:?}"
@@ -371,7 +348,7 @@ fn system_file_planted_by_another_user_neither_blocks_nor_lets_two_in() {
     // The planter's own lockmacro process takes it; root is still refused, never let in.
     let (planter, _) = hold_system(Some(NOBODY), &system, name);
     let refused = refused_system(None, &system, name, &["--block"]);
-    assert_eq!(refused.variant, "UnsafeFile", "{refused:?}");
+    assert_eq!(refused.kind, "UnsafeFile", "{refused:?}");
     planter.finish_ok();
 }
 
@@ -396,7 +373,7 @@ fn system_non_root_users_share_only_a_file_root_made() {
     assert_eq!(owner(&path), NOBODY);
     let refused = refused_system(Some(OTHER), &system, name, &[]);
     assert_eq!(
-        refused.variant, "UnsafeFile",
+        refused.kind, "UnsafeFile",
         "uid {OTHER} should be refused nobody's file: {refused:?}"
     );
 
@@ -408,7 +385,7 @@ fn system_non_root_users_share_only_a_file_root_made() {
     let (nobody, nobody_pid) = hold_system(Some(NOBODY), &system, name);
     let refused = refused_system(Some(OTHER), &system, name, &[]);
     assert_eq!(
-        (refused.variant.as_str(), refused.holder),
+        (refused.kind.as_str(), refused.holder),
         ("Held", Some(nobody_pid)),
         "{refused:?}"
     );
@@ -416,7 +393,7 @@ fn system_non_root_users_share_only_a_file_root_made() {
     let (other, other_pid) = hold_system(Some(OTHER), &system, name);
     let refused = refused_system(Some(NOBODY), &system, name, &[]);
     assert_eq!(
-        (refused.variant.as_str(), refused.holder),
+        (refused.kind.as_str(), refused.holder),
         ("Held", Some(other_pid)),
         "{refused:?}"
     );
@@ -436,7 +413,7 @@ fn system_dir_squatted_or_symlinked_is_refused_with_what_to_run() {
     let (squatter, _) = hold_system(Some(NOBODY), &system, "mine");
     assert_eq!((owner(&system), mode(&system)), (NOBODY, 0o1777));
     let refused = refused_system(None, &system, "mine", &[]);
-    assert_eq!(refused.variant, "UnsafeDir", "{refused:?}");
+    assert_eq!(refused.kind, "UnsafeDir", "{refused:?}");
     assert_eq!(refused.path, system, "{refused:?}");
     let fix = format!("install -d -m 1777 -o root {}", system.display());
     assert!(refused.msg.contains("owned by uid 65534"), "{refused:?}");
@@ -450,7 +427,7 @@ fn system_dir_squatted_or_symlinked_is_refused_with_what_to_run() {
     fs::remove_dir_all(&system).expect("remove the squatted directory");
     std::os::unix::fs::symlink(&elsewhere, &system).expect("symlink");
     let refused = refused_system(None, &system, "mine", &[]);
-    assert_eq!(refused.variant, "UnsafeDir", "{refused:?}");
+    assert_eq!(refused.kind, "UnsafeDir", "{refused:?}");
     assert!(refused.msg.contains("symbolic link"), "{refused:?}");
     assert_eq!(fs::read_dir(&elsewhere).expect("ls").count(), 0);
 }

@@ -1,17 +1,18 @@
 //! Shared (reader) locks across processes: several shared holders at once, exclusive requests
-//! refused meanwhile, `cleanup` removing the file only when the last shared holder leaves, and a
-//! stress run of readers and writers in separate processes checking, with marker files, that a
-//! writer never overlaps anybody.
+//! refused meanwhile, `cleanup` removing the file only when the last shared holder leaves, a
+//! stress run of readers and writers in separate processes checking, with the oracle of
+//! `tests/support/oracle.rs`, that a writer never overlaps anybody, and `holder()` telling the
+//! truth while other processes churn through flock locks.
 
-mod common_async;
+mod support;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::Barrier;
 
-use common_async::{fresh_dir, hold, holder_of, lm_async, no_forks, within, Proc};
 use lockmacro_runtime::{exclusive, Error, Lock};
+use support::{child, fresh_dir, hold, holder_of, no_forks, within, Oracle, Proc};
 use tempfile::TempDir;
 
 const TASKS: &str = "/tmp/lockmacro-test_shared-tasks";
@@ -92,7 +93,7 @@ fn two_processes_hold_a_shared_lock_together_and_the_last_one_removes_it() {
     let mut first = hold(dir.path(), "readers", &["--shared", "--cleanup"]);
     // The second child prints `locked` while the first still holds the lock: they share it.
     let mut second = hold(dir.path(), "readers", &["--shared", "--cleanup"]);
-    let both = [first.pid, second.pid];
+    let both = [first.id(), second.id()];
 
     match lock.try_acquire() {
         Err(Error::Held { pid, .. }) => {
@@ -115,9 +116,9 @@ fn two_processes_hold_a_shared_lock_together_and_the_last_one_removes_it() {
         lock.path().exists(),
         "removed while the second child holds it"
     );
-    assert_eq!(holder_of(&lock), Some(second.pid));
+    assert_eq!(holder_of(&lock), Some(second.id()));
     match lock.try_acquire() {
-        Err(Error::Held { pid, .. }) => assert_eq!(pid, Some(second.pid)),
+        Err(Error::Held { pid, .. }) => assert_eq!(pid, Some(second.id())),
         other => panic!("expected Held by the second child, got {other:?}"),
     }
 
@@ -140,29 +141,33 @@ struct Totals {
     acquisitions: u64,
     violations: u64,
     most_other_readers: u64,
+    /// The writers' increments of the oracle's counter (`None`: torn).
+    count: Option<u64>,
 }
 
-/// `readers` shared and `writers` exclusive holders, in separate `lm-async stress` processes,
-/// each taking the lock `iterations` times, all started together.
+/// `readers` shared and `writers` exclusive holders, in separate `lm-child stress` processes,
+/// each taking the lock `iterations` times, all started together. Readers use
+/// `#[exclusive(shared, wait)]` and writers `#[exclusive(wait)]`; with `cleanup` both use the
+/// runtime API with `cleanup`, so the lock file is deleted and re-created all the time.
 fn stress(readers: usize, writers: usize, iterations: u32, cleanup: bool) -> Totals {
     let dir = tempdir();
     let locks = dir.path().join("locks");
-    let markers = dir.path().join("markers");
-    std::fs::create_dir(&markers).expect("markers directory");
-    let spawn = |role: &str, i: usize| {
-        let mut cmd = lm_async(&locks);
-        cmd.args(["stress", role, "stress", &iterations.to_string()])
-            .arg(&markers);
-        if cleanup {
-            cmd.arg("--cleanup");
+    let oracle = Oracle::create(&dir.path().join("oracle"));
+    let oracle_dir = oracle.dir().display().to_string();
+    let iterations = iterations.to_string();
+    let spawn = |shared: bool| {
+        let mut args = vec!["stress", "-", "stress", &iterations, &oracle_dir];
+        args.push(if cleanup { "--cleanup" } else { "--attr" });
+        if shared {
+            args.push("--shared");
         }
-        let mut child = Proc::spawn(&format!("{role} {i}"), cmd);
-        child.expect("ready");
+        let mut child = child(args).dir(&locks).spawn();
+        child.expect_pid("ready");
         child
     };
     let mut children: Vec<Proc> = (0..readers)
-        .map(|i| spawn("reader", i))
-        .chain((0..writers).map(|i| spawn("writer", i)))
+        .map(|_| spawn(true))
+        .chain((0..writers).map(|_| spawn(false)))
         .collect();
     let start = Instant::now();
     for child in &mut children {
@@ -170,61 +175,57 @@ fn stress(readers: usize, writers: usize, iterations: u32, cleanup: bool) -> Tot
     }
     let mut totals = Totals::default();
     for child in &mut children {
-        let done = child.expect("done ");
-        let numbers: Vec<u64> = done
-            .split_whitespace()
-            .map(|n| n.parse().expect("number"))
-            .collect();
-        let [n, violations, other_readers] = numbers[..] else {
-            panic!("bad report {done:?}");
-        };
-        totals.acquisitions += n;
-        totals.violations += violations;
-        totals.most_other_readers = totals.most_other_readers.max(other_readers);
+        let done = child.expect("done");
+        totals.acquisitions += done.number::<u64>("acquisitions");
+        totals.violations += done.number::<u64>("overlaps")
+            + done.number::<u64>("corrupt")
+            + done.number::<u64>("errors");
+        totals.most_other_readers = totals.most_other_readers.max(done.number("readers"));
     }
     for child in children {
-        let end = child.finish();
-        assert!(end.status.success(), "{end:?}");
+        child.finish_ok();
     }
+    totals.count = oracle.count();
     eprintln!(
         "stress (cleanup: {cleanup}): {readers} readers + {writers} writers x {iterations}: \
          {totals:?} in {:?}",
         start.elapsed()
     );
-    assert_eq!(
-        std::fs::read_dir(&markers).expect("markers").count(),
-        0,
-        "markers left behind"
-    );
+    assert!(oracle.is_idle(), "marks left behind: {:?}", oracle.marks());
     totals
 }
 
-fn check(totals: &Totals, expected: u64) {
-    assert_eq!(totals.acquisitions, expected);
+fn check(totals: &Totals, writers: u64, iterations: u64) {
+    assert_eq!(totals.acquisitions, (4 + writers) * iterations);
     assert_eq!(totals.violations, 0, "a writer overlapped another holder");
-    // Readers did share: at least once a reader saw another reader's marker.
+    assert_eq!(
+        totals.count,
+        Some(writers * iterations),
+        "a writer lost an increment"
+    );
+    // Readers did share: at least once a reader saw another reader's mark.
     assert!(totals.most_other_readers >= 1, "readers never overlapped");
 }
 
 #[test]
 fn readers_and_writers_in_processes_never_overlap() {
     let totals = stress(4, 2, 1000, false);
-    check(&totals, 6 * 1000);
+    check(&totals, 2, 1000);
 }
 
 #[test]
 fn readers_and_writers_with_cleanup_never_overlap() {
     let totals = stress(4, 2, 1000, true);
-    check(&totals, 6 * 1000);
+    check(&totals, 2, 1000);
 }
 
-/// BUG: `Lock::holder()` now and then answers `None` ("nobody holds it") for a lock that is held,
-/// while other processes take and release flock locks, even on unrelated files. It reads
-/// `/proc/locks` with `read_to_string`, that is in several `read(2)` calls (a 32-byte probe,
-/// then larger ones); `/proc/locks` is a seq_file that finds its place again by entry index at
-/// every call, so when entries listed before ours go away between two calls, our line is
-/// skipped. One `read` into a buffer large enough for the whole table never missed it in the
-/// same conditions.
+/// Regression: `Lock::holder()` used to answer `None` now and then ("nobody holds it") for a
+/// lock that was held, while other processes took and released flock locks, even on unrelated
+/// files. It read `/proc/locks` in several `read(2)` calls; `/proc/locks` is a seq_file that
+/// finds its place again by entry index at every call, so when entries listed before ours went
+/// away between two calls, our line was skipped. The runtime now reads it in large reads, and
+/// twice when it spans more than one, joining the two (a line one read skips is in the other);
+/// this test asks 50 000 times while three processes churn, and any `None` fails it.
 #[test]
 fn regression_holder_reports_nobody_for_a_held_lock_while_others_lock() {
     let dir = tempdir();
@@ -232,18 +233,22 @@ fn regression_holder_reports_nobody_for_a_held_lock_while_others_lock() {
     let lock = Lock::new("held").dir(dir.path());
     let _guard = lock.try_acquire().expect("free");
     let churn = dir.path().join("churn");
-    let markers = dir.path().join("markers");
-    std::fs::create_dir(&markers).expect("markers directory");
+    let oracle = Oracle::create(&dir.path().join("oracle"));
+    let oracle_dir = oracle.dir().display().to_string();
     // Processes taking and releasing another lock (with cleanup) as fast as they can, until
     // they are killed at the end of the test.
     let mut churners: Vec<Proc> = (0..3)
-        .map(|i| {
-            let mut cmd = lm_async(&churn);
-            cmd.args(["stress", "writer", "stress", "4000000000"])
-                .arg(&markers)
-                .arg("--cleanup");
-            let mut child = Proc::spawn(&format!("churner {i}"), cmd);
-            child.expect("ready");
+        .map(|_| {
+            let args = [
+                "stress",
+                "-",
+                "stress",
+                "4000000000",
+                &oracle_dir,
+                "--cleanup",
+            ];
+            let mut child = child(args).dir(&churn).spawn();
+            child.expect_pid("ready");
             child
         })
         .collect();

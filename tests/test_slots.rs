@@ -1,5 +1,5 @@
 //! N at a time (`Lock::slots`) and writers get their turn (the gate), across real processes
-//! (`tests/bin/slots_child.rs`).
+//! (`lm-child`'s `slots-*` subcommands, `tests/bin/child/slots.rs`).
 //!
 //! Oracles do not trust the lock: a holder takes one of N marker files with `O_EXCL`, so an
 //! (N+1)th holder inside finds none free. The fairness bounds are checked as an order, never as a
@@ -13,101 +13,31 @@
 //! children as `LOCKMACRO_TEST_BREAK`): waiters then neither hold nor pass the gate.
 //! `measure_writer_wait` (ignored) prints the longest writer wait with and without the gate.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use lockmacro_runtime::{Error, Lock};
+use support::{child, Proc};
 use tempfile::TempDir;
 
-const CHILD: &str = env!("CARGO_BIN_EXE_lm-slots");
-
-/// How long any single expected event may take before the test calls it a hang.
+/// How long any single expected event may take before the test calls it a hang (longer than
+/// `support::PATIENCE`: a churning child reports only at its end).
 const BOUND: Duration = Duration::from_secs(60);
 
-/// One `lm-slots` child with piped stdio; dropping it kills it.
-struct Kid {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    label: String,
-}
-
-impl Kid {
-    fn start(args: &[&str], env: &[(&str, &Path)]) -> Kid {
-        let mut cmd = Command::new(CHILD);
-        cmd.args(args)
-            .env_remove("LOCKMACRO_DIR")
-            .env_remove("LOCKMACRO_TEST_BREAK")
-            .env_remove("LOCKMACRO_TEST_GATE_LOG");
-        if let Ok(broken) = std::env::var("LOCKMACRO_SLOTS_TEST_BREAK") {
-            cmd.env("LOCKMACRO_TEST_BREAK", broken);
-        }
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        Kid::spawn(cmd, args.join(" "))
+/// One `lm-child` slots subcommand, with `LOCKMACRO_SLOTS_TEST_BREAK` passed on as
+/// `LOCKMACRO_TEST_BREAK`, and the extra environment `env`.
+fn kid(args: &[&str], env: &[(&str, &Path)]) -> Proc {
+    let mut spec = child(args);
+    if let Ok(broken) = std::env::var("LOCKMACRO_SLOTS_TEST_BREAK") {
+        spec = spec.env("LOCKMACRO_TEST_BREAK", broken);
     }
-
-    fn spawn(mut cmd: Command, label: String) -> Kid {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lm-slots");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Kid {
-            child,
-            stdin,
-            lines,
-            label,
-        }
+    for (key, value) in env {
+        spec = spec.env(key, value);
     }
-
-    /// The next line, which must start with `word`.
-    fn expect(&self, word: &str) -> String {
-        let line = self
-            .lines
-            .recv_timeout(BOUND)
-            .unwrap_or_else(|e| panic!("`{}`: no `{word}` line ({e})", self.label));
-        assert!(
-            line.starts_with(word),
-            "`{}`: expected `{word}`, got `{line}`",
-            self.label
-        );
-        line
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Closes stdin and waits for a clean exit.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "`{}` exited with {status}", self.label);
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    spec.spawn()
 }
 
 /// The gate log's lines as (event, pid), in order.
@@ -158,10 +88,10 @@ fn eight_processes_three_slots_never_more_than_three_inside() {
     let locks = dir.path().join("locks");
     let (locks, markers) = (locks.to_str().unwrap(), markers.to_str().unwrap());
     let modes = ["wait", "timeout", "async", "async-timeout"];
-    let kids: Vec<Kid> = (0..8)
+    let kids: Vec<Proc> = (0..8)
         .map(|i| {
             let args = [
-                "churn",
+                "slots-churn",
                 locks,
                 "pool",
                 "3",
@@ -170,12 +100,12 @@ fn eight_processes_three_slots_never_more_than_three_inside() {
                 modes[i % 4],
                 "1500",
             ];
-            Kid::start(&args, &[])
+            kid(&args, &[])
         })
         .collect();
-    for kid in kids {
-        kid.expect("done"); // an `over` line (a fourth holder inside) fails here
-        kid.finish();
+    for mut kid in kids {
+        kid.expect_within("done", BOUND); // an `over` line (a fourth holder inside) fails here
+        kid.finish_ok();
     }
     let left: Vec<_> = std::fs::read_dir(markers).unwrap().collect();
     assert!(left.is_empty(), "markers left behind: {left:?}");
@@ -185,14 +115,14 @@ fn eight_processes_three_slots_never_more_than_three_inside() {
 fn slots_try_timeout_and_holders() {
     let dir = TempDir::new().unwrap();
     let locks = dir.path().to_str().unwrap();
-    let holders: Vec<Kid> = (0..3)
-        .map(|_| Kid::start(&["hold", locks, "pool", "3"], &[]))
+    let mut holders: Vec<Proc> = (0..3)
+        .map(|_| kid(&["slots-hold", locks, "pool", "3"], &[]))
         .collect();
-    for kid in &holders {
-        kid.expect("locked");
+    for kid in &mut holders {
+        kid.expect_pid("locked");
     }
     let lock = Lock::new("pool").dir(locks).slots(3);
-    let mut expected: Vec<u32> = holders.iter().map(Kid::pid).collect();
+    let mut expected: Vec<u32> = holders.iter().map(Proc::id).collect();
     expected.sort_unstable();
     let mut listed = lock.holders().unwrap();
     listed.sort_unstable();
@@ -207,21 +137,20 @@ fn slots_try_timeout_and_holders() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "timeout: {err:?}");
     let timed_async = lock.acquire_timeout_async(Duration::from_millis(100));
-    let err = futures_lite_block_on(timed_async).unwrap_err();
+    let err = futures::executor::block_on(timed_async).unwrap_err();
     assert!(
         matches!(err, Error::Timeout { .. }),
         "async timeout: {err:?}"
     );
 
     // One leaves: a waiter gets its slot.
-    let mut holders = holders;
     let leaving = holders.remove(1);
-    let left = leaving.pid();
-    leaving.finish();
+    let left = leaving.id();
+    leaving.finish_ok();
     let guard = lock.acquire_timeout(BOUND).expect("a slot freed");
     let mut listed = lock.holders().unwrap();
     listed.sort_unstable();
-    let mut now: Vec<u32> = holders.iter().map(Kid::pid).collect();
+    let mut now: Vec<u32> = holders.iter().map(Proc::id).collect();
     now.push(std::process::id());
     now.sort_unstable();
     assert_eq!(listed, now, "{left} left, we are in");
@@ -240,27 +169,6 @@ fn slots_try_timeout_and_holders() {
     );
 }
 
-/// Any future, on this thread.
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
 /// The README's bound for N at a time: once a waiter holds the gate, each other acquirer can
 /// enter at most once (an acquisition that had passed the gate, or held it, before) before the
 /// waiter: K = 7 with eight single-threaded processes.
@@ -273,10 +181,10 @@ fn a_slot_waiter_gets_in_within_the_bound_while_others_churn() {
     let locks = dir.path().join("locks");
     let (locks, markers_s) = (locks.to_str().unwrap(), markers.to_str().unwrap());
     let modes = ["wait", "async", "timeout", "async-timeout"];
-    let kids: Vec<Kid> = (0..8)
+    let kids: Vec<Proc> = (0..8)
         .map(|i| {
             let args = [
-                "churn",
+                "slots-churn",
                 locks,
                 "pool",
                 "3",
@@ -285,12 +193,12 @@ fn a_slot_waiter_gets_in_within_the_bound_while_others_churn() {
                 modes[i % 4],
                 "1000",
             ];
-            Kid::start(&args, &[("LOCKMACRO_TEST_GATE_LOG", &log)])
+            kid(&args, &[("LOCKMACRO_TEST_GATE_LOG", &log)])
         })
         .collect();
-    for kid in kids {
-        kid.expect("done");
-        kid.finish();
+    for mut kid in kids {
+        kid.expect_within("done", BOUND);
+        kid.finish_ok();
     }
     let windows = entries_while_queued(&read_log(&log));
     assert!(windows.len() >= 10, "too few waits to judge: {windows:?}");
@@ -310,21 +218,24 @@ fn writer_among_readers(rounds: &str, max_reads: &str) -> (Vec<(u32, usize)>, St
     let locks = dir.path().join("locks");
     let locks = locks.to_str().unwrap();
     let env = [("LOCKMACRO_TEST_GATE_LOG", log.as_path())];
-    let readers: Vec<Kid> = (0..4)
-        .map(|_| Kid::start(&["read", locks, "catalog", "2000", max_reads], &env))
+    let mut readers: Vec<Proc> = (0..4)
+        .map(|_| kid(&["slots-read", locks, "catalog", "2000", max_reads], &env))
         .collect();
-    for reader in &readers {
-        reader.expect("ready");
+    for reader in &mut readers {
+        reader.expect_within("ready", BOUND);
     }
-    let writer = Kid::start(&["write", locks, "catalog", rounds, "200"], &env);
-    let waited = writer.expect("waited");
-    writer.finish();
+    let mut writer = kid(&["slots-write", locks, "catalog", rounds, "200"], &env);
+    let waited = writer.expect_within("waited", BOUND);
+    writer.finish_ok();
     for mut reader in readers {
-        drop(reader.stdin.take());
-        reader.expect("done");
-        reader.finish();
+        reader.close_stdin();
+        reader.expect_within("done", BOUND);
+        reader.finish_ok();
     }
-    (entries_while_queued(&read_log(&log)), waited)
+    (
+        entries_while_queued(&read_log(&log)),
+        waited.as_str().to_owned(),
+    )
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! A bounded randomized torture test: several `lm-torture` worker processes (two threads each)
+//! A bounded randomized torture test: several `lm-child torture-worker` processes (two threads each)
 //! loop on random operations on two locks for `LOCKMACRO_TORTURE_SECS` seconds (default 45),
 //! from a seed (`LOCKMACRO_TORTURE_SEED`, printed so that a failure can be replayed; the
 //! scheduling is not replayed, the choices are).
@@ -12,7 +12,7 @@
 //!   ends its life holding `A` (exit, or SIGKILL from here) and is replaced.
 //! - Lock `B` (default mode only): also taken by a foreign `flock(1)`.
 //!
-//! Detectors: the oracle of `tests/bin/torture.rs` (`OVERLAP`, per real directory; a round
+//! Detectors: the oracle of `tests/support/oracle.rs` (`OVERLAP`, per real directory; a round
 //! through `current` counts only if the switch generation was the same even number before and
 //! after the acquisition, else it is `ambiguous` and unchecked); forked children that outlive
 //! their bound (`HANG`); unexpected errors (`ERR`); and here a progress watchdog (`STRANDED`):
@@ -22,9 +22,10 @@
 //! fatal: a timed-out wait's helper thread may still take the lock for an instant, so the count
 //! is an upper bound.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const TORTURE: &str = env!("CARGO_BIN_EXE_lm-torture");
+use support::{Line, Oracle, SplitMix, CHILD};
 const WORKERS: usize = 5;
 const DEFAULT_SECS: u64 = 45;
 /// No acquisition of a lock for this long while a process waits for it: the lock is stranded.
@@ -48,11 +49,9 @@ fn env_u64(key: &str) -> Option<u64> {
     std::env::var(key).ok().and_then(|v| v.trim().parse().ok())
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// SplitMix64's output for state `z`: a seed derived from `z`.
+fn splitmix(z: u64) -> u64 {
+    SplitMix(z).next_u64()
 }
 
 /// Publishes the switch generation atomically (write a new file, rename it over).
@@ -112,9 +111,9 @@ fn spawn_worker(
     tx: &Sender<Msg>,
     stderr: &Arc<Mutex<Vec<String>>>,
 ) -> Worker {
-    let mut cmd = Command::new(TORTURE);
+    let mut cmd = Command::new(CHILD);
     cmd.args([
-        "worker".to_owned(),
+        "torture-worker".to_owned(),
         base.display().to_string(),
         seed.to_string(),
         end_ms.to_string(),
@@ -124,9 +123,8 @@ fn spawn_worker(
     .env_remove("LOCKMACRO_TEST_BREAK")
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    let mut child = cmd.spawn().expect("spawn lm-torture");
+    .stderr(Stdio::piped());
+    let mut child = support::spawn(&mut cmd).expect("spawn lm-child torture-worker");
     let out = child.stdout.take().expect("stdout");
     let err = child.stderr.take().expect("stderr");
     let tx = tx.clone();
@@ -215,7 +213,7 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
         "[torture] seed {seed} (replay with LOCKMACRO_TORTURE_SEED={seed}), {secs} s, \
          {WORKERS} workers"
     );
-    let out = Command::new("flock").arg("--version").output();
+    let out = support::output(Command::new("flock").arg("--version"));
     assert!(
         out.is_ok_and(|o| o.status.success()),
         "this test needs flock(1) (util-linux)"
@@ -227,7 +225,7 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
         std::fs::create_dir_all(base.join(dir)).expect("mkdir");
     }
     for lock in ["A1", "A2", "B"] {
-        std::fs::create_dir_all(base.join("oracle").join(lock).join("S")).expect("mkdir");
+        Oracle::create(&base.join("oracle").join(lock));
     }
     write_gen(&base, 0);
     point_current(&base, "v1");
@@ -284,49 +282,58 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
 
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok((inc, line)) => {
+            Ok((inc, text)) => {
                 let now = Instant::now();
-                let words: Vec<&str> = line.split_whitespace().collect();
-                match words.as_slice() {
-                    ["w", t, lock] => {
+                let line = Line::from(text);
+                let thread = |line: &Line| (inc, line.field("t").to_owned());
+                match line.word() {
+                    "w" => {
                         watch
                             .waiting
-                            .insert((inc, (*t).to_owned()), ((*lock).to_owned(), now));
+                            .insert(thread(&line), (line.field("lock").to_owned(), now));
                     }
-                    ["x", t] => {
-                        if let Some((_, since)) = watch.waiting.remove(&(inc, (*t).to_owned())) {
+                    "x" => {
+                        if let Some((_, since)) = watch.waiting.remove(&thread(&line)) {
                             totals.max_wait = totals.max_wait.max(now.duration_since(since));
                         }
                     }
-                    ["a", t, lock, how, mode, rest @ ..] => {
-                        if let Some((_, since)) = watch.waiting.remove(&(inc, (*t).to_owned())) {
+                    "a" => {
+                        if let Some((_, since)) = watch.waiting.remove(&thread(&line)) {
                             totals.max_wait = totals.max_wait.max(now.duration_since(since));
                         }
-                        watch.last_acquired.insert((*lock).to_owned(), now);
-                        if rest.contains(&"cur") {
+                        let lock = line.field("lock");
+                        watch.last_acquired.insert(lock.to_owned(), now);
+                        if line.get("cur").is_some() {
                             totals.current_rounds += 1;
                         }
-                        *totals
-                            .acquisitions
-                            .entry(((*lock).to_owned(), (*how).to_owned(), (*mode).to_owned()))
-                            .or_default() += 1;
-                        if *lock == "A?" {
+                        let key = (
+                            lock.to_owned(),
+                            line.field("how").to_owned(),
+                            line.field("mode").to_owned(),
+                        );
+                        *totals.acquisitions.entry(key).or_default() += 1;
+                        if lock == "A?" {
                             totals.ambiguous += 1;
                         }
                     }
-                    ["fork", kind] => *totals.forks.entry((*kind).to_owned()).or_default() += 1,
-                    ["spur", ..] => {
+                    "fork" => {
+                        *totals
+                            .forks
+                            .entry(line.field("kind").to_owned())
+                            .or_default() += 1;
+                    }
+                    "spur" => {
                         totals.spurious_shared_tries += 1;
                         if totals.spurious_shared_tries <= 3 {
                             eprintln!("[torture] spurious shared try: {line}");
                         }
                     }
-                    ["bye"] | ["killme"] => {
+                    word @ ("bye" | "killme") => {
                         if let Some(&slot) = slot_of.get(&inc) {
                             let w = &mut slots[slot];
                             if !w.leaving {
                                 w.leaving = true;
-                                if words[0] == "killme" {
+                                if word == "killme" {
                                     let _ = w.child.kill();
                                     w.killed = true;
                                     totals.kills += 1;
@@ -338,26 +345,26 @@ fn torture_random_mix_of_processes_forks_spellings_and_foreign_lockers() {
                         // Its waits are over.
                         watch.waiting.retain(|(i, _), _| *i != inc);
                     }
-                    ["done"] => {
+                    "done" => {
                         if let Some(&slot) = slot_of.get(&inc) {
                             slots[slot].done = true;
                         }
                     }
-                    [first, ..] if first.starts_with("OVERLAP") => {
+                    "OVERLAP" => {
                         totals.overlaps += 1;
                         fail(&mut failure, format!("worker {inc}: {line}"));
                     }
-                    [first, ..] if first.starts_with("HANG") => {
+                    "HANG" => {
                         totals.hangs += 1;
                         fail(&mut failure, format!("worker {inc}: {line}"));
                     }
-                    [first, ..] if first.starts_with("ERR") => {
+                    "ERR" => {
                         totals.errors += 1;
                         fail(&mut failure, format!("worker {inc}: {line}"));
                     }
                     _ => fail(
                         &mut failure,
-                        format!("worker {inc}: unexpected line {line:?}"),
+                        format!("worker {inc}: unexpected line {line}"),
                     ),
                 }
             }

@@ -5,7 +5,7 @@
 
 #![cfg_attr(not(feature = "tracing"), allow(dead_code))]
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Proc;
 use lockmacro_runtime::{Error, Lock};
+use support::hold;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -107,8 +107,7 @@ fn lifecycle(dir: &Path) -> u32 {
             .expect("shared"),
     );
 
-    let mut holder = Proc::helper(["hold", "traced"], dir);
-    holder.expect("locked");
+    let holder = hold(dir, "traced", &[]);
     let refused = lock.try_acquire().expect_err("held by the child");
     assert!(matches!(refused, Error::Held { .. }), "{refused}");
     let timed_out = lock
@@ -196,12 +195,13 @@ fn every_event_has_the_lock_the_path_the_mode_and_the_pids() {
 fn a_wait_reports_the_holder_then_how_long_it_waited() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lock = Lock::new("traced-wait").dir(tmp.path());
-    let mut holder = Proc::helper(["hold", "traced-wait"], tmp.path());
-    holder.expect("locked");
+    let holder = hold(tmp.path(), "traced-wait", &[]);
     let started = std::time::Instant::now();
     let events = std::thread::scope(|s| {
         let waiter = s.spawn(|| capture(|| drop(lock.acquire().expect("acquire"))));
-        wait_until_this_process_blocks_on(lock.path());
+        // A thread of this process blocked on the lock file, as /proc/locks shows it.
+        support::wait_until_blocked(std::process::id(), lock.path(), || None)
+            .unwrap_or_else(|why| panic!("{why}"));
         holder.finish_ok();
         waiter.join().expect("waiter")
     });
@@ -215,33 +215,6 @@ fn a_wait_reports_the_holder_then_how_long_it_waited() {
         waited > 0 && u128::from(waited) <= elapsed.as_micros(),
         "{waited} µs of {elapsed:?}"
     );
-}
-
-/// Observes (in /proc/locks) a thread of this process blocked on the lock file at `path`.
-#[cfg(all(feature = "tracing", target_os = "linux"))]
-fn wait_until_this_process_blocks_on(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let ino = format!(
-        ":{}",
-        std::fs::metadata(path).expect("stat lock file").ino()
-    );
-    let pid = std::process::id().to_string();
-    let deadline = std::time::Instant::now() + common::PATIENCE;
-    loop {
-        let table = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
-        let blocked = table.lines().any(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            matches!(f.as_slice(), [_, "->", "FLOCK", _, _, p, id, ..] if *p == pid && id.ends_with(&ino))
-        });
-        if blocked {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never blocked; /proc/locks:\n{table}"
-        );
-        std::thread::sleep(Duration::from_millis(1)); // paces the polling; decides nothing
-    }
 }
 
 #[cfg(not(feature = "tracing"))]

@@ -1,50 +1,49 @@
-//! `lm-torture`: the worker of the randomized multi-process torture test
-//! (`tests/test_torture.rs`). Subcommands:
+//! The worker of the randomized multi-process torture test (`tests/test_torture.rs`).
 //!
-//! - `worker <base> <seed> <end unix ms> <id>`: two threads loop on random operations until the
-//!   end time, on lock `A` (through `<base>/current/locks` or `<base>/v1/locks`, default or
-//!   `cleanup` mode, shared or exclusive, try / blocking / timed / async / timed async) and on
-//!   lock `B` (`<base>/b/locks`, default mode only, also taken by a foreign `flock(1)` running
-//!   the `oracle` subcommand). The main thread forks without exec while holding `A`. After a
-//!   random lifetime the worker leaves holding `A` (prints `bye` and exits, or prints `killme`
-//!   and waits for the test's SIGKILL). At the end time it prints `done` and exits 0.
-//! - `oracle <oracle dir> <ex|sh> <hold µs> <tag> <how>`: the critical section of a foreign
-//!   locker (run by `flock(1)` while it holds the file).
+//! - `torture-worker <base> <seed> <end unix ms> <id>`: two threads loop on random operations
+//!   until the end time, on lock `A` (through `<base>/current/locks` or `<base>/v1/locks`,
+//!   default or `cleanup` mode, shared or exclusive, try / blocking / timed / async / timed
+//!   async) and on lock `B` (`<base>/b/locks`, default mode only, also taken by a foreign
+//!   `flock(1)` running `torture-oracle`). The main thread forks without exec while holding
+//!   `A`. After a random lifetime the worker leaves holding `A` (prints `bye` and exits, or
+//!   prints `killme` and waits for the test's SIGKILL). At the end time it prints `done` and
+//!   exits 0.
+//! - `torture-oracle <oracle dir> <ex|sh> <hold µs> <tag> <how>`: the critical section of a
+//!   foreign locker (run by `flock(1)` while it holds the file).
 //!
-//! Output lines (stdout, one write each, so forked children and `flock(1)` children share the
-//! worker's pipe safely):
+//! Lines (forked children and `flock(1)`'s children share the worker's pipe; each line is one
+//! write):
 //!
-//! - `w <t> <L>`: thread `t` starts a wait that may block on lock `L` (`A1`, `A2`, `A?`, `B`);
-//! - `x <t>`: that wait ended without the lock;
-//! - `a <t> <L> <how> <mode>`: an acquisition (after the oracle admitted it; `A?`: through
-//!   `current` while it was being switched, so unchecked);
-//! - `spur <t> <msg>`: a shared `try_acquire` refused naming our own PID while no thread of ours
-//!   held or wanted anything exclusively;
-//! - `fork <kind>`; `bye`; `killme`; `done`;
-//! - failures: `OVERLAP ...`, `HANG ...`, `ERR ...`.
+//! - `w t=<thread> lock=<L>`: thread `t` starts a wait that may block on lock `L` (`A1`, `A2`,
+//!   `A?`, `B`);
+//! - `x t=<thread>`: that wait ended without the lock;
+//! - `a t=<thread> lock=<L> how=<how> mode=<mode> [cur=1]`: an acquisition (after the oracle
+//!   admitted it; `A?`: through `current` while it was being switched, so unchecked; `cur=1`:
+//!   through `current`; thread `f`: a forked child);
+//! - `spur t=<thread> msg=<error>`: a shared `try_acquire` refused naming our own PID while no
+//!   thread of ours held or wanted anything exclusively;
+//! - `fork kind=<kind>`; `bye`; `killme`; `done`;
+//! - failures: `OVERLAP msg=...`, `HANG msg=...`, `ERR msg=...`.
 //!
-//! The oracle does not trust the lock. Each lock (per real directory: `A1` is `v1/locks/A`,
-//! `A2` is `v2/locks/A`) has an oracle directory holding a directory `S`. An exclusive holder
-//! removes `S` (`rmdir`, atomic: it fails if `S` has entries, that is shared holders, or is
-//! gone, that is another exclusive holder) and re-creates it on leaving. A shared holder creates
-//! `S/<unique>` (fails if `S` is gone: an exclusive holder) and removes it on leaving. `S`
-//! missing and `S` non-empty exclude each other, so whichever of two overlapping critical
-//! sections starts second fails at its start: every overlap is seen, and nothing else is.
+//! The oracle is `tests/support/oracle.rs`, one per lock and real directory (`A1` is
+//! `v1/locks/A`, `A2` is `v2/locks/A`) in `<base>/oracle/<L>`: every overlap is seen at the
+//! start of whichever critical section starts second.
 
 use std::collections::VecDeque;
 use std::fs;
-use std::future::Future;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lockmacro_runtime::{Error, Lock, LockGuard};
+
+use crate::oracle::Oracle;
+use crate::protocol::say;
+use crate::rng::SplitMix as Rng;
+use crate::{block_on, Args, Outcome};
 
 /// How long a lingering forked child lives at most (it is told to go earlier, at its parent's
 /// next rounds, unless the parent has gone). Longer than the test's stranding bound.
@@ -52,174 +51,30 @@ const LINGER: Duration = Duration::from_secs(25);
 /// How long past its own bound a forked child may take before it counts as hung.
 const HANG_SLACK: Duration = Duration::from_secs(10);
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["worker", base, seed, end, id] => worker(
-            Path::new(base),
-            seed.parse().expect("seed"),
-            end.parse().expect("end"),
-            id,
-        ),
-        ["oracle", dir, mode, hold, tag, how] => foreign_oracle(
-            Path::new(dir),
-            *mode == "sh",
-            hold.parse().expect("hold"),
-            tag,
-            how,
-        ),
-        _ => {
-            eprintln!(
-                "usage: lm-torture worker <base> <seed> <end unix ms> <id> | \
-                 oracle <dir> <ex|sh> <hold us> <tag> <how>"
-            );
-            ExitCode::from(2)
-        }
-    }
+pub fn worker(args: &Args) -> Outcome {
+    let [base, seed, end, id] = args.positional("<base> <seed> <end unix ms> <id>")?;
+    args.only(&[])?;
+    let seed = seed.parse().map_err(|e| format!("seed: {e}"))?;
+    let end = end.parse().map_err(|e| format!("end: {e}"))?;
+    Ok(run_worker(Path::new(base), seed, end, id))
 }
 
-/// One line on stdout in one `write(2)`: safe in a forked child (no Rust stdout lock, which
-/// another thread of the parent may have held at the fork) and never interleaved.
-fn line(text: &str) {
-    let mut buf = text.as_bytes().to_vec();
-    buf.push(b'\n');
-    let mut off = 0;
-    while off < buf.len() {
-        // SAFETY: writes from a live buffer to our stdout.
-        let n = unsafe { libc::write(1, buf[off..].as_ptr().cast(), buf.len() - off) };
-        if n <= 0 {
-            return;
-        }
-        off += usize::try_from(n).unwrap_or(buf.len());
-    }
-}
-
-/// SplitMix64: small, seedable, good enough for choosing operations.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
-/// A minimal executor for the async acquisitions (no executor state survives a fork badly).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let mut fut = pin!(fut);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
-    }
+pub fn foreign_oracle(args: &Args) -> Outcome {
+    let [dir, mode, hold, tag, how] =
+        args.positional("<oracle dir> <ex|sh> <hold us> <tag> <how>")?;
+    args.only(&[])?;
+    let hold = hold.parse().map_err(|e| format!("hold: {e}"))?;
+    Ok(run_foreign_oracle(
+        Path::new(dir),
+        mode == "sh",
+        hold,
+        tag,
+        how,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
-// The oracle.
-
-static MARKS: AtomicU64 = AtomicU64::new(0);
-
-/// One critical section's mark in an oracle directory.
-struct Mark {
-    dir: PathBuf,
-    /// `Some(file)` for a shared holder.
-    shared: Option<PathBuf>,
-}
-
-/// Enters the critical section of the lock whose oracle directory is `dir`; `Err` describes an
-/// overlap.
-fn enter(dir: &Path, shared: bool, who: &str) -> Result<Mark, String> {
-    let s = dir.join("S");
-    if shared {
-        let n = MARKS.fetch_add(1, Ordering::Relaxed);
-        let file = s.join(format!("{who}-{n}"));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&file)
-        {
-            Ok(_) => Ok(Mark {
-                dir: dir.to_owned(),
-                shared: Some(file),
-            }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(format!(
-                "shared {who} entered while an exclusive holder is inside ({})",
-                holder_note(dir)
-            )),
-            Err(e) => panic!("oracle: create {}: {e}", file.display()),
-        }
-    } else {
-        match fs::remove_dir(&s) {
-            Ok(()) => {
-                let _ = fs::write(dir.join("who"), who);
-                Ok(Mark {
-                    dir: dir.to_owned(),
-                    shared: None,
-                })
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(format!(
-                "exclusive {who} entered while another exclusive holder is inside ({})",
-                holder_note(dir)
-            )),
-            Err(_) => {
-                let inside: Vec<String> = fs::read_dir(&s)
-                    .map(|d| {
-                        d.filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Err(format!(
-                    "exclusive {who} entered while shared holders are inside: {inside:?}"
-                ))
-            }
-        }
-    }
-}
-
-fn holder_note(dir: &Path) -> String {
-    let who = fs::read_to_string(dir.join("who")).unwrap_or_default();
-    format!("last exclusive: {who}")
-}
-
-fn leave(mark: Mark, who: &str) -> Result<(), String> {
-    match mark.shared {
-        Some(file) => fs::remove_file(&file)
-            .map_err(|e| format!("shared {who}: own mark {} vanished: {e}", file.display())),
-        None => fs::create_dir(mark.dir.join("S"))
-            .map_err(|e| format!("exclusive {who}: S re-created by someone else: {e}")),
-    }
-}
+// Critical sections (the oracle is `tests/support/oracle.rs`).
 
 /// The time inside a critical section: spinning or sleeping, a few hundred µs to a few ms.
 fn hold(rng: &mut Rng) {
@@ -234,21 +89,21 @@ fn hold(rng: &mut Rng) {
     }
 }
 
-fn foreign_oracle(dir: &Path, shared: bool, hold_us: u64, tag: &str, how: &str) -> ExitCode {
+fn run_foreign_oracle(dir: &Path, shared: bool, hold_us: u64, tag: &str, how: &str) -> ExitCode {
     let who = format!("flock-{}", std::process::id());
-    match enter(dir, shared, &who) {
+    match Oracle::at(dir).enter(shared, &who) {
         Ok(mark) => {
             let mode = if shared { "sh" } else { "ex" };
-            line(&format!("a {tag} B {how} {mode}"));
+            say(&format!("a t={tag} lock=B how={how} mode={mode}"));
             thread::sleep(Duration::from_micros(hold_us));
-            if let Err(e) = leave(mark, &who) {
-                line(&format!("OVERLAP B {e}"));
+            if let Err(e) = mark.leave(&who) {
+                say(&format!("OVERLAP msg=B {e}"));
                 return ExitCode::from(3);
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            line(&format!("OVERLAP B {e}"));
+            say(&format!("OVERLAP msg=B {e}"));
             ExitCode::from(3)
         }
     }
@@ -389,7 +244,7 @@ fn now_unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
+fn run_worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     let left = end_ms.saturating_sub(now_unix_ms());
     let ctx = Arc::new(Ctx {
         base: base.to_owned(),
@@ -402,16 +257,9 @@ fn worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     let mut rng = Rng(seed);
     let other = {
         let ctx = Arc::clone(&ctx);
-        let rng = Rng(rng.next());
+        let rng = Rng(rng.next_u64());
         thread::spawn(move || {
-            let mut t = Thread1 {
-                ctx: &ctx,
-                rng,
-                tag: "1",
-                kept: Kept::new(&ctx.base),
-                forks: Forks::default(),
-                main: false,
-            };
+            let mut t = Thread1::new(&ctx, rng, "1");
             while Instant::now() < ctx.end {
                 t.round();
             }
@@ -420,14 +268,7 @@ fn worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     // A lifetime after which this worker leaves holding lock A (then the test starts another).
     let lifetime = Duration::from_millis(rng.between(2000, 9000));
     let born = Instant::now();
-    let mut t = Thread1 {
-        ctx: &ctx,
-        rng,
-        tag: "0",
-        kept: Kept::new(&ctx.base),
-        forks: Forks::default(),
-        main: true,
-    };
+    let mut t = Thread1::new(&ctx, rng, "0");
     let _ = id;
     while Instant::now() < ctx.end {
         if born.elapsed() >= lifetime
@@ -440,7 +281,7 @@ fn worker(base: &Path, seed: u64, end_ms: u64, id: &str) -> ExitCode {
     }
     other.join().expect("second thread");
     t.forks.finish();
-    line("done");
+    say("done");
     ExitCode::SUCCESS
 }
 
@@ -471,8 +312,8 @@ impl Forks {
             true
         });
         if let Some((pid, kind)) = hung {
-            line(&format!(
-                "HANG forked child {pid} ({kind}) still running past its bound (+{HANG_SLACK:?})"
+            say(&format!(
+                "HANG msg=forked child {pid} ({kind}) still running past its bound (+{HANG_SLACK:?})"
             ));
             std::process::exit(3);
         }
@@ -519,7 +360,19 @@ enum Got {
     Refused,
 }
 
-impl Thread1<'_> {
+impl<'a> Thread1<'a> {
+    /// Thread `tag` of a worker: "0", the main thread (which forks and leaves holding), or "1".
+    fn new(ctx: &'a Ctx, rng: Rng, tag: &'static str) -> Thread1<'a> {
+        Thread1 {
+            ctx,
+            rng,
+            tag,
+            kept: Kept::new(&ctx.base),
+            forks: Forks::default(),
+            main: tag == "0",
+        }
+    }
+
     fn who(&self) -> String {
         format!("{}.{}", std::process::id(), self.tag)
     }
@@ -545,7 +398,7 @@ impl Thread1<'_> {
     /// Acquires `lock` the way `how` says, reporting the wait; `label` names the lock waited on.
     fn acquire(&mut self, lock: &Lock, how: How, label: &str, shared: bool) -> Got {
         if how != How::Try {
-            line(&format!("w {} {label}", self.tag));
+            say(&format!("w t={} lock={label}", self.tag));
         }
         let timeout = Duration::from_millis(self.rng.between(1, 300));
         let result = match how {
@@ -559,7 +412,7 @@ impl Thread1<'_> {
             Ok(guard) => Got::Guard(guard),
             Err(e) => {
                 if how != How::Try {
-                    line(&format!("x {}", self.tag));
+                    say(&format!("x t={}", self.tag));
                 }
                 self.refused(&e, how, shared);
                 Got::Refused
@@ -576,12 +429,12 @@ impl Thread1<'_> {
                     && *pid == Some(me)
                     && self.ctx.exclusive.load(Ordering::SeqCst) == 0
                 {
-                    line(&format!("spur {} {e}", self.tag));
+                    say(&format!("spur t={} msg={e}", self.tag));
                 }
             }
             Error::Timeout { .. } => {}
             other => {
-                line(&format!("ERR {} {other:?}", self.tag));
+                say(&format!("ERR msg={} {other:?}", self.tag));
                 std::process::exit(4);
             }
         }
@@ -660,30 +513,33 @@ impl Thread1<'_> {
             None // which real file we hold is not known: unchecked
         } else {
             Some(
-                enter(&self.ctx.base.join("oracle").join(label), shared, &who).unwrap_or_else(
-                    |e| {
-                        line(&format!("OVERLAP {label} {how} {mode}: {e}"));
+                Oracle::at(&self.ctx.base.join("oracle").join(label))
+                    .enter(shared, &who)
+                    .unwrap_or_else(|e| {
+                        say(&format!("OVERLAP msg={label} {how} {mode}: {e}"));
                         std::process::exit(3)
-                    },
-                ),
+                    }),
             )
         };
-        let spelling = if current { " cur" } else { "" };
-        line(&format!("a {} {label} {how} {mode}{spelling}", self.tag));
+        let spelling = if current { " cur=1" } else { "" };
+        say(&format!(
+            "a t={} lock={label} how={how} mode={mode}{spelling}",
+            self.tag
+        ));
         hold(&mut self.rng);
         if label.starts_with('A') && self.main && self.rng.chance(12) {
             self.fork_holding(&guard, shared);
             hold(&mut self.rng);
         }
         if let Some(mark) = mark {
-            if let Err(e) = leave(mark, &who) {
-                line(&format!("OVERLAP {label} {how} {mode}: {e}"));
+            if let Err(e) = mark.leave(&who) {
+                say(&format!("OVERLAP msg={label} {how} {mode}: {e}"));
                 std::process::exit(3);
             }
         }
         if self.rng.chance(50) {
             if let Err(e) = guard.release() {
-                line(&format!("ERR {} release: {e:?}", self.tag));
+                say(&format!("ERR msg={} release: {e:?}", self.tag));
                 std::process::exit(4);
             }
         } else {
@@ -710,9 +566,9 @@ impl Thread1<'_> {
                 panic!("pipe: {}", std::io::Error::last_os_error());
             }
         }
-        let child_rng = Rng(self.rng.next());
+        let child_rng = Rng(self.rng.next_u64());
         let take_timeout = Duration::from_millis(self.rng.between(50, 1500));
-        line(&format!("fork {kind}"));
+        say(&format!("fork kind={kind}"));
         // SAFETY: fork; the child only runs the code below and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -785,23 +641,23 @@ impl Thread1<'_> {
             Ok(guard) => guard,
             Err(Error::Held { .. } | Error::Timeout { .. }) => return 0,
             Err(e) => {
-                line(&format!("ERR f {how} {e:?}"));
+                say(&format!("ERR msg=f {how} {e:?}"));
                 return 4;
             }
         };
         let who = format!("{}.f", std::process::id());
         let mode = mode_word(shared, cleanup);
-        let mark = match enter(&self.ctx.base.join("oracle").join("A1"), shared, &who) {
+        let mark = match Oracle::at(&self.ctx.base.join("oracle").join("A1")).enter(shared, &who) {
             Ok(mark) => mark,
             Err(e) => {
-                line(&format!("OVERLAP A1 {how} {mode}: {e}"));
+                say(&format!("OVERLAP msg=A1 {how} {mode}: {e}"));
                 return 3;
             }
         };
-        line(&format!("a f A1 {how} {mode}"));
+        say(&format!("a t=f lock=A1 how={how} mode={mode}"));
         hold(&mut rng);
-        if let Err(e) = leave(mark, &who) {
-            line(&format!("OVERLAP A1 {how} {mode}: {e}"));
+        if let Err(e) = mark.leave(&who) {
+            say(&format!("OVERLAP msg=A1 {how} {mode}: {e}"));
             return 3;
         }
         drop(guard);
@@ -819,7 +675,7 @@ impl Thread1<'_> {
             _ => ("foreign-b", &[]),
         };
         if how != "foreign-n" {
-            line(&format!("w {} B", self.tag));
+            say(&format!("w t={} lock=B", self.tag));
         }
         let status = Command::new("flock")
             .arg(if shared { "-s" } else { "-x" })
@@ -827,7 +683,7 @@ impl Thread1<'_> {
             .args(["-E", "75"])
             .arg(&path)
             .arg(&self.ctx.exe)
-            .arg("oracle")
+            .arg("torture-oracle")
             .arg(self.ctx.base.join("oracle").join("B"))
             .arg(if shared { "sh" } else { "ex" })
             .arg(self.rng.between(200, 2500).to_string())
@@ -837,13 +693,13 @@ impl Thread1<'_> {
             .status()
             .expect("run flock(1)");
         if how != "foreign-n" {
-            line(&format!("x {}", self.tag));
+            say(&format!("x t={}", self.tag));
         }
         match status.code() {
             Some(0 | 75) => {}
             Some(3) => std::process::exit(3), // the oracle printed the overlap
             _ => {
-                line(&format!("ERR {} flock(1): {status}", self.tag));
+                say(&format!("ERR msg={} flock(1): {status}", self.tag));
                 std::process::exit(4);
             }
         }
@@ -865,22 +721,28 @@ impl Thread1<'_> {
             if !shared {
                 self.ctx.exclusive.fetch_add(1, Ordering::SeqCst);
             }
-            line(&format!("w {} A1", self.tag));
+            say(&format!("w t={} lock=A1", self.tag));
             let guard = lock.acquire().unwrap_or_else(|e| {
-                line(&format!("ERR {} leave-holding acquire: {e:?}", self.tag));
+                say(&format!(
+                    "ERR msg={} leave-holding acquire: {e:?}",
+                    self.tag
+                ));
                 std::process::exit(4)
             });
-            let mark = enter(&oracle, shared, &who).unwrap_or_else(|e| {
-                line(&format!("OVERLAP A1 exit-hold {mode}: {e}"));
+            let mark = Oracle::at(&oracle).enter(shared, &who).unwrap_or_else(|e| {
+                say(&format!("OVERLAP msg=A1 exit-hold {mode}: {e}"));
                 std::process::exit(3)
             });
-            line(&format!("a {} A1 exit-hold {mode}", self.tag));
+            say(&format!(
+                "a t={} lock=A1 how=exit-hold mode={mode}",
+                self.tag
+            ));
             hold(&mut self.rng);
             if round < rounds || self.rng.chance(50) {
                 self.fork_linger_only(); // it keeps its copy of `guard`
             }
-            if let Err(e) = leave(mark, &who) {
-                line(&format!("OVERLAP A1 exit-hold {mode}: {e}"));
+            if let Err(e) = mark.leave(&who) {
+                say(&format!("OVERLAP msg=A1 exit-hold {mode}: {e}"));
                 std::process::exit(3);
             }
             if round < rounds {
@@ -893,10 +755,10 @@ impl Thread1<'_> {
             }
         }
         if self.rng.chance(50) {
-            line("bye");
+            say("bye");
             std::process::exit(0);
         }
-        line("killme");
+        say("killme");
         loop {
             thread::park(); // until the test's SIGKILL
         }
@@ -908,7 +770,7 @@ impl Thread1<'_> {
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
             panic!("pipe: {}", std::io::Error::last_os_error());
         }
-        line("fork linger");
+        say("fork kind=linger");
         // SAFETY: fork; the child only lingers and `_exit`s.
         let pid = unsafe { libc::fork() };
         if pid == 0 {

@@ -1,7 +1,0 @@
-//! `lm-notice-wait`: a single-instance `main` that waits (`wait`) for the lock that `lm-single`
-//! holds, for `tests/test_notice.rs`. Prints `ready <pid>` once it holds the lock, then exits.
-
-#[lockmacro_runtime::exclusive(name = "single", wait)]
-fn main() {
-    println!("ready {}", std::process::id());
-}
