@@ -32,9 +32,9 @@
 //! lock file) are not held back by it: the bounds hold among lockmacro processes.
 
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use super::future::Acquire;
 use super::{Hold, Spec};
@@ -51,7 +51,7 @@ pub(crate) type Acquiring = Pin<Box<dyn Future<Output = Result<Hold, Error>> + S
 /// The synchronous acquisition of a file lock (the nested-call check is the caller's).
 pub(crate) fn acquire(spec: &Arc<Spec>, deadline: Deadline) -> Result<Hold, Error> {
     if spec.request.slots > 1 {
-        return block_on(slots(Arc::clone(spec), deadline));
+        return crate::wait::block_on(slots(Arc::clone(spec), deadline));
     }
     match spec.request.share {
         Share::Shared => {
@@ -267,24 +267,5 @@ impl Future for First {
             }
         }
         Poll::Pending
-    }
-}
-
-/// Runs a future on this thread, parking between polls.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }

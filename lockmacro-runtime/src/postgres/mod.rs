@@ -23,7 +23,7 @@ mod connect;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -189,7 +189,7 @@ impl Spec {
 
     /// Takes the lock, blocking the calling thread (never an executor's: the sync path).
     pub(crate) fn acquire(self: &Arc<Self>, deadline: Deadline) -> Result<Hold, Error> {
-        block_on(self.acquire_async(deadline))
+        crate::wait::block_on(self.acquire_async(deadline))
     }
 
     /// The session thread does the connecting and the waiting; the future only waits for its
@@ -240,7 +240,7 @@ impl Spec {
             };
             let _ = tx.send(asked);
         })?;
-        block_on(rx).unwrap_or_else(|_| Err(thread_ended(self)))
+        crate::wait::block_on(rx).unwrap_or_else(|_| Err(thread_ended(self)))
     }
 }
 
@@ -784,27 +784,6 @@ fn hostname() -> String {
     #[cfg(not(unix))]
     {
         std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".to_owned())
-    }
-}
-
-/// Runs a future to completion on this thread, parking between polls. Used instead of a
-/// runtime's `block_on` so that a synchronous acquisition works even when called from inside
-/// an async runtime's thread.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 
