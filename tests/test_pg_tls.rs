@@ -6,7 +6,8 @@
 //!
 //! - `verify_full_lock_excludes_and_a_wrong_ca_is_refused_clearly`: two locks over
 //!   `sslmode=verify-full` exclude each other; with another CA the error names the server and
-//!   key and says why, and shows no password.
+//!   key and says why, and shows no password; an unreadable `sslrootcert` is an error even with
+//!   `sslmode=require`.
 //! - `socket_lock_with_peer_authentication`: `postgres:///test?host=/var/run/postgresql`.
 //! - `lock_from_the_libpq_environment`: no URL; `PGHOST`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`,
 //!   `PGSSLROOTCERT`, `PGDATABASE` (in a child process, so the environment is its own); and

@@ -418,7 +418,9 @@ impl Lock {
             Backend::Postgres(spec) => spec,
             Backend::File(file) => Arc::new(crate::postgres::Spec::new(file.request.clone(), None)),
         };
-        change(Arc::make_mut(&mut spec));
+        let changing = Arc::make_mut(&mut spec);
+        change(changing);
+        changing.url_changed();
         self.backend = Backend::Postgres(spec);
         self
     }

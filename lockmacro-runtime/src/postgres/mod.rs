@@ -34,6 +34,7 @@ use crate::deadline::Deadline;
 use crate::error::{one_line, program_name, Error, Location};
 use crate::lost::{OnLost, LOST_EXIT_CODE};
 use crate::notice::{self, Notice};
+use crate::once::OnceArc;
 use crate::request::{Announce, Request, Share};
 use crate::trace;
 
@@ -112,6 +113,9 @@ pub(crate) struct Spec {
     pub(crate) url: Option<String>,
     pub(crate) key: i64,
     pub(crate) lease: Duration,
+    /// `server()`, described once: errors, events and every nested-call check use it, and
+    /// describing resolves the connection string (which reads the password file).
+    server: OnceArc<String>,
 }
 
 /// What events show as the lock's place: the server and the key.
@@ -128,12 +132,22 @@ impl Spec {
             request,
             url,
             lease: DEFAULT_LEASE,
+            server: OnceArc::new(),
         }
+    }
+
+    /// To be called after changing `url`: the description is made again.
+    pub(crate) fn url_changed(&mut self) {
+        self.server = OnceArc::new();
     }
 
     /// The server without credentials (`host:port/db`), or `$LOCKMACRO_POSTGRES_URL` until
     /// that is read.
     pub(crate) fn server(&self) -> String {
+        String::clone(&self.server.get_or_init(|| Arc::new(self.describe())))
+    }
+
+    fn describe(&self) -> String {
         let Some(url) = self.url.as_deref() else {
             return format!("${URL_ENV}");
         };
