@@ -9,6 +9,7 @@
 //!   still higher.
 //! - `once_per_period_*`: a process starts, records its start and exits; a second started 2 s
 //!   later with a 5 s period skips (`Error::TooSoon`); one started after the period runs.
+//! - `fencing_and_once_per_refuse_shared_and_slots`: both are for one exclusive holder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -253,4 +254,23 @@ mod postgres {
             &unique("period"),
         );
     }
+}
+
+#[test]
+fn fencing_and_once_per_refuse_shared_and_slots() {
+    child();
+    let dir = fresh_dir("refused");
+    let shared = Lock::new("shared").dir(&dir).shared().fencing();
+    let err = shared
+        .try_acquire()
+        .expect_err("a shared lock with fencing");
+    assert!(err.to_string().contains("record a start of"), "{err}");
+    let slots = Lock::new("slots")
+        .dir(&dir)
+        .slots(2)
+        .once_per(Duration::from_secs(1));
+    let err = slots.try_acquire().expect_err("a slots lock with once_per");
+    assert!(err.to_string().contains("record a start of"), "{err}");
+    // Refused, and nothing was kept: the plain lock of the same name is free.
+    drop(Lock::new("shared").dir(&dir).try_acquire().expect("free"));
 }
