@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use crate::chain::Keyed;
 use crate::deadline::Deadline;
 use crate::error::{Error, Location};
 use crate::file;
@@ -95,12 +96,12 @@ impl Backend {
         }
     }
 
-    /// Identifies the lock on the call chain, whatever the spelling of its place.
-    pub(crate) fn chain_key(&self) -> Arc<Location> {
+    /// The lock as the call chain knows it (its key is worked out only if needed).
+    pub(crate) fn keyed(&self) -> Arc<dyn Keyed> {
         match self {
-            Backend::File(spec) => spec.chain_key(),
+            Backend::File(spec) => spec.clone(),
             #[cfg(feature = "postgres")]
-            Backend::Postgres(spec) => Arc::new(spec.location()),
+            Backend::Postgres(spec) => spec.clone(),
         }
     }
 
@@ -220,6 +221,17 @@ impl Hold {
                 hold.release();
                 Ok(())
             }
+        }
+    }
+}
+
+/// Identifies the lock on the call chain, whatever the spelling of its place.
+impl Keyed for Backend {
+    fn chain_key(&self) -> Arc<Location> {
+        match self {
+            Backend::File(spec) => spec.chain_key(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(spec) => spec.chain_key(),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! chain is a thread-local list: a synchronous `#[exclusive]` body is on it from entry to exit;
 //! an `async` body is on it only *while its future is being polled*, so a nested `.await` inside
 //! the holder sees it but another task that happens to run on the same thread does not.
+//!
+//! A lock is known on the chain by its [`Keyed::chain_key`]: for a file, its path with the
+//! directory canonicalized, which costs a system call per path component. That key is only
+//! worked out when the chain is not empty, so a program that never nests (a single-instance
+//! `main`) never pays for it.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -12,24 +17,35 @@ use std::sync::Arc;
 use crate::error::Location;
 use crate::request::Share;
 
-thread_local! {
-    static CHAIN: RefCell<Vec<(Arc<Location>, Share, u32)>> = const { RefCell::new(Vec::new()) };
+/// A lock as the chain knows it: what identifies it whatever the spelling of its place, worked
+/// out only when needed (and cached by the implementor).
+pub(crate) trait Keyed {
+    fn chain_key(&self) -> Arc<Location>;
 }
 
-/// How the current call chain holds the lock at `at` (spelled canonically: see
-/// `Lock::chain_key`): `Some(Exclusive)`, `Some(Shared)` if only shared, `None` not at all.
-/// Entries made before a fork are the parent's holds, not the child's (see `file::fork`): a
-/// forked child holds nothing.
-pub(crate) fn held(at: &Location) -> Option<Share> {
+/// A lock the chain holds, how, and the process that pushed it (a forked child's copy of the
+/// chain is its parent's, not its own).
+type Link = (Arc<dyn Keyed>, Share, u32);
+
+thread_local! {
+    /// The locks this thread's call chain holds, innermost last.
+    static CHAIN: RefCell<Vec<Link>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How the current call chain holds `lock`: `Some(Exclusive)`, `Some(Shared)` if only shared,
+/// `None` not at all. Entries made before a fork are the parent's holds, not the child's (see
+/// `file::fork`): a forked child holds nothing.
+pub(crate) fn held(lock: &dyn Keyed) -> Option<Share> {
     CHAIN.with(|chain| {
         let chain = chain.borrow();
         if chain.is_empty() {
             return None;
         }
         let pid = crate::pid::current();
+        let at = lock.chain_key();
         let mut found = None;
         for (key, share, holder) in chain.iter() {
-            if *holder == pid && **key == *at {
+            if *holder == pid && *key.chain_key() == *at {
                 if *share == Share::Exclusive {
                     return Some(Share::Exclusive);
                 }
@@ -48,9 +64,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn push(at: Arc<Location>, share: Share) -> Entry {
+    pub(crate) fn push(lock: Arc<dyn Keyed>, share: Share) -> Entry {
         let pid = crate::pid::current();
-        CHAIN.with(|chain| chain.borrow_mut().push((at, share, pid)));
+        CHAIN.with(|chain| chain.borrow_mut().push((lock, share, pid)));
         Entry {
             _not_send: std::marker::PhantomData,
         }

@@ -649,13 +649,18 @@ impl Lock {
         self.backend.share() == Share::Shared
     }
 
-    /// Identifies the lock on the call chain whatever the spelling of its place.
-    pub(crate) fn chain_key(&self) -> Arc<Location> {
-        self.backend.chain_key()
+    /// The lock as the call chain knows it.
+    pub(crate) fn keyed(&self) -> Arc<dyn chain::Keyed> {
+        self.backend.keyed()
+    }
+
+    /// How the current call chain holds this lock, if it does.
+    pub(crate) fn held_by_chain(&self) -> Option<Share> {
+        chain::held(&self.backend)
     }
 
     fn not_nested(&self) -> Result<(), Error> {
-        match chain::held(&self.chain_key()) {
+        match self.held_by_chain() {
             Some(held) => Err(self.nested(held)),
             None => Ok(()),
         }

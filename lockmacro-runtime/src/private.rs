@@ -68,7 +68,7 @@ pub use crate::deadline::Deadline;
 /// run without acquiring), does not hold it (`Ok(false)`), or holds it only shared while
 /// exclusive is asked for, which can never succeed.
 fn reentrant(lock: &Lock) -> Result<bool, Error> {
-    match chain::held(&lock.chain_key()) {
+    match lock.held_by_chain() {
         None => Ok(false),
         Some(Share::Shared) if !lock.is_shared() => Err(lock.nested(Share::Shared)),
         Some(_) => Ok(true),
@@ -102,7 +102,7 @@ fn enter_lock(lock: &Lock, deadline: Deadline) -> Result<Scope, Error> {
     }
     let guard = lock.acquire_unchecked(deadline)?;
     Ok(Scope {
-        _entry: Some(chain::Entry::push(lock.chain_key(), share(lock))),
+        _entry: Some(chain::Entry::push(lock.keyed(), share(lock))),
         _guard: Some(guard),
     })
 }
@@ -221,7 +221,7 @@ impl<F: Future> Future for Scoped<F> {
             .scope
             .guard
             .as_ref()
-            .map(|_| chain::Entry::push(lock.chain_key(), share(lock)));
+            .map(|_| chain::Entry::push(lock.keyed(), share(lock)));
         let out = body.as_mut().poll(cx);
         drop(entry);
         if out.is_ready() {
@@ -234,7 +234,7 @@ impl<F: Future> Future for Scoped<F> {
 
 /// Whether the current call chain holds `lock` in a way that covers a request for it.
 fn covered(lock: &Lock) -> bool {
-    match chain::held(&lock.chain_key()) {
+    match lock.held_by_chain() {
         Some(held) => held == Share::Exclusive || lock.is_shared(),
         None => false,
     }

@@ -41,6 +41,7 @@ pub use dir::{default_dir, system_dir, DIR_ENV};
 pub use fstype::ALLOW_NETWORK_FS_ENV;
 pub use inspect::{inspect, Entry};
 
+use crate::chain::Keyed;
 use crate::deadline::Deadline;
 use crate::error::{Error, Location};
 use crate::lost::OnLost;
@@ -132,6 +133,22 @@ impl Clone for Companions {
 impl fmt::Display for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.path.display())
+    }
+}
+
+/// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
+impl Keyed for Spec {
+    fn chain_key(&self) -> Arc<Location> {
+        if let Some(key) = self.key.get() {
+            return key;
+        }
+        let Ok(dir) = std::fs::canonicalize(&self.dir) else {
+            // No directory yet, so nothing can hold a lock in it yet; try again next time.
+            return Arc::new(Location::File(self.path.to_path_buf()));
+        };
+        let name = self.path.file_name().unwrap_or_default();
+        self.key
+            .get_or_init(|| Arc::new(Location::File(dir.join(name))))
     }
 }
 
@@ -313,20 +330,6 @@ impl Spec {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Identifies the lock file whatever the spelling of its directory (see `Spec::key`).
-    pub(crate) fn chain_key(&self) -> Arc<Location> {
-        if let Some(key) = self.key.get() {
-            return key;
-        }
-        let Ok(dir) = std::fs::canonicalize(&self.dir) else {
-            // No directory yet, so nothing can hold a lock in it yet; try again next time.
-            return Arc::new(Location::File(self.path.to_path_buf()));
-        };
-        let name = self.path.file_name().unwrap_or_default();
-        self.key
-            .get_or_init(|| Arc::new(Location::File(dir.join(name))))
     }
 
     fn about(&self) -> trace::About<'_> {

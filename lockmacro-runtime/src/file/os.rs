@@ -404,7 +404,11 @@ pub(crate) fn stamp(
         // Changed since it held our PID: most likely another holder wrote theirs.
         Some(memo) if memo.ours && memo.seen != seen => false,
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
-        _ => seen.len == len && contains(file, &[text, name.as_bytes(), b"\n"]),
+        Some(_) => seen.len == len && contains(file, &[text, name.as_bytes(), b"\n"]),
+        // A descriptor just opened (a process's first acquisition, most often): the file was
+        // last written by another process, with another PID, so reading it back would only
+        // cost a system call before the write.
+        None => false,
     };
     if !ours && mine {
         // The PID is information, never authority: failing to record it (a full disk, a

@@ -179,7 +179,7 @@ pub(crate) const ARM_AFTER: std::time::Duration = std::time::Duration::from_mill
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::fs::File;
     use std::mem::MaybeUninit;
     use std::os::fd::AsRawFd;
@@ -209,8 +209,8 @@ mod imp {
 
     #[derive(Default)]
     struct Table {
-        files: HashMap<i32, Vec<Weak<Slot>>>,
-        dirs: HashMap<i32, Vec<Weak<Slot>>>,
+        files: BTreeMap<i32, Vec<Weak<Slot>>>,
+        dirs: BTreeMap<i32, Vec<Weak<Slot>>>,
         /// Slots an event concerned that are still to be checked.
         pending: Vec<Weak<Slot>>,
     }
@@ -240,9 +240,18 @@ mod imp {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    static CURRENT: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
+
+    /// This process's watcher if it has one already (none in a process that has not yet held
+    /// a lock for [`super::ARM_AFTER`]).
+    fn started() -> Option<&'static Watcher> {
+        // SAFETY: published watchers are leaked, never freed.
+        let watcher = unsafe { CURRENT.load(Ordering::Acquire).as_ref() }?;
+        (watcher.pid == crate::pid::current()).then_some(watcher)
+    }
+
     /// This process's watcher, started on first use; `None` if inotify is unavailable.
     fn watcher() -> Option<&'static Watcher> {
-        static CURRENT: AtomicPtr<Watcher> = AtomicPtr::new(std::ptr::null_mut());
         let pid = crate::pid::current();
         let current = CURRENT.load(Ordering::Acquire);
         // SAFETY: published watchers are leaked, never freed.
@@ -361,7 +370,7 @@ mod imp {
     /// for a moment, while it replaces its file), and the watch itself once nobody uses it.
     fn remove(
         watcher: &Watcher,
-        map: &mut HashMap<i32, Vec<Weak<Slot>>>,
+        map: &mut BTreeMap<i32, Vec<Weak<Slot>>>,
         wd: i32,
         slot: Option<&Weak<Slot>>,
     ) {
@@ -560,7 +569,7 @@ mod imp {
     /// (between holds) is noted and then forgotten, so that only what happens from here on can
     /// make this hold lost.
     pub(crate) fn hold_begins(slot: &Slot) {
-        if let Some(watcher) = watcher() {
+        if let Some(watcher) = started() {
             watcher.drain_now();
         }
         slot.seen().settled();

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
 
+use crate::chain::Keyed;
 use crate::deadline::Deadline;
 use crate::error::{one_line, program_name, Error, Location};
 use crate::lost::{OnLost, LOST_EXIT_CODE};
@@ -798,6 +799,13 @@ fn hostname() -> String {
     #[cfg(not(unix))]
     {
         std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".to_owned())
+    }
+}
+
+/// The server and the key identify a PostgreSQL lock on the call chain.
+impl Keyed for Spec {
+    fn chain_key(&self) -> Arc<Location> {
+        Arc::new(self.location())
     }
 }
 

@@ -1,0 +1,3 @@
+//! Start-up bench (`benches/startup.rs`): the yardstick, a program that does nothing.
+
+fn main() {}
