@@ -2,8 +2,10 @@
 //! calls and 1000 async acquisitions dropped while pending leave the process with as many open
 //! descriptors and threads as before.
 //!
+//! Also: many short-lived locks keep at most eight descriptors open (the slots used last).
+//!
 //! Alone in its test binary on purpose: other tests running in the same process would open
-//! descriptors and start threads of their own.
+//! descriptors and start threads of their own. Its two tests take turns (`SERIAL`).
 
 mod support;
 
@@ -14,6 +16,15 @@ use std::time::Duration;
 
 use lockmacro_runtime::{Error, Lock};
 use support::{hold, timed};
+
+/// The tests of this file take turns: each counts the process's descriptors.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -51,6 +62,7 @@ fn cancelled(lock: &Lock, polls: usize) {
 
 #[test]
 fn thousand_timeouts_and_thousand_cancelled_async_acquisitions_leak_nothing() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("temp dir");
     let lock = Lock::new("leaks").dir(dir.path());
     let child = hold(dir.path(), "leaks", &[]);
@@ -87,4 +99,31 @@ fn thousand_timeouts_and_thousand_cancelled_async_acquisitions_leak_nothing() {
     let guard = futures::executor::block_on(lock.acquire_timeout_async(Duration::from_secs(30)))
         .expect("free once the child released");
     guard.release().expect("release");
+}
+
+/// A process that makes a new `Lock` for each of 200 names (acquired and released once each)
+/// keeps the files of the eight used last open, and no more.
+#[test]
+fn short_lived_locks_keep_at_most_eight_descriptors_open() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Warm-up: the first hold starts the watch thread, with two descriptors of its own.
+    drop(
+        Lock::new("warm-up")
+            .dir(dir.path())
+            .try_acquire()
+            .expect("free"),
+    );
+    let before = open_descriptors();
+    for i in 0..200 {
+        let lock = Lock::new(format!("short-lived-{i}")).dir(dir.path());
+        drop(lock.try_acquire().expect("free"));
+    }
+    let after = open_descriptors();
+    eprintln!("[figures] short-lived locks: descriptors {before} -> {after}");
+    assert!(
+        after <= before + 8,
+        "200 short-lived locks left {} descriptors open",
+        after.saturating_sub(before)
+    );
 }

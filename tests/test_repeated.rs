@@ -227,3 +227,25 @@ fn lock_directory_renamed_away_is_noticed_at_the_next_lookup() {
         eprintln!("[figures] renamed directory noticed after {tries} acquisitions");
     }
 }
+
+/// A `Lock` made anew for every call (a name worked out per call) finds the descriptor its
+/// predecessor kept, and with it the fast path: the slot outlives its last `Lock` (one of the
+/// eight used last).
+#[test]
+fn a_new_lock_each_time_keeps_the_fast_path() {
+    for dir in dirs() {
+        let start = Instant::now();
+        let mut vouched = false;
+        while start.elapsed() < WARM || !vouched {
+            let before = memo_vouched();
+            let lock = Lock::new("per-call").dir(dir.path());
+            drop(lock.try_acquire().expect("free"));
+            vouched = memo_vouched() > before;
+            assert!(
+                start.elapsed() < PATIENCE,
+                "a new Lock each time never took the fast path in {PATIENCE:?} ({})",
+                dir.path().display()
+            );
+        }
+    }
+}

@@ -14,10 +14,13 @@
 //! the kernel, like two processes.
 //!
 //! Slots are shared by every [`Lock`](crate::Lock) of the same path and live as long as one of
-//! them does, so a program that makes many short-lived locks keeps no descriptors open. They
-//! belong to the process that made them: a forked child gets slots of its own (see `fork`).
+//! them does, and the [`RECENT`] slots used last live on after their last `Lock`: a program that
+//! makes a new `Lock` for each call (a name worked out per call) finds the descriptor, and what
+//! it learnt about the file, still there, and a program that makes many short-lived locks keeps
+//! at most that many descriptors open. They belong to the process that made them: a forked child
+//! gets slots of its own (see `fork`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -143,7 +146,31 @@ pub(crate) enum Admission {
 /// lock a mutex another parent thread may have held at the fork.
 struct Registry {
     pid: u32,
-    slots: Mutex<HashMap<PathBuf, Weak<Slot>>>,
+    slots: Mutex<Slots>,
+}
+
+/// How many slots stay open after their last `Lock` is dropped (see the module docs).
+pub(crate) const RECENT: usize = 8;
+
+#[derive(Default)]
+struct Slots {
+    by_path: BTreeMap<PathBuf, Weak<Slot>>,
+    /// The slots used last, most recent last, kept alive.
+    recent: Vec<Arc<Slot>>,
+}
+
+impl Slots {
+    /// Marks `slot` used now; returns the slot that no longer counts as recent, if any (to be
+    /// dropped outside the registry's lock: dropping a slot closes its file).
+    fn used(&mut self, slot: &Arc<Slot>) -> Option<Arc<Slot>> {
+        if let Some(at) = self.recent.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            let slot = self.recent.remove(at);
+            self.recent.push(slot);
+            return None;
+        }
+        self.recent.push(Arc::clone(slot));
+        (self.recent.len() > RECENT).then(|| self.recent.remove(0))
+    }
 }
 
 fn registry(pid: u32) -> &'static Registry {
@@ -181,18 +208,24 @@ impl Slot {
     pub(crate) fn for_place(place: impl FnOnce() -> Place, path: &Path, pid: u32) -> Arc<Slot> {
         let registry = registry(pid);
         let mut slots = lock_ignoring_poison(&registry.slots);
-        if let Some(slot) = slots.get(path).and_then(Weak::upgrade) {
-            return slot;
-        }
-        slots.retain(|_, slot| slot.strong_count() > 0);
-        let slot = Arc::new(Slot {
-            place: place(),
-            pid,
-            state: Mutex::default(),
-            changed: Condvar::new(),
-            watch: SlotWatch::default(),
-        });
-        slots.insert(path.to_owned(), Arc::downgrade(&slot));
+        let slot = match slots.by_path.get(path).and_then(Weak::upgrade) {
+            Some(slot) => slot,
+            None => {
+                slots.by_path.retain(|_, slot| slot.strong_count() > 0);
+                let slot = Arc::new(Slot {
+                    place: place(),
+                    pid,
+                    state: Mutex::default(),
+                    changed: Condvar::new(),
+                    watch: SlotWatch::default(),
+                });
+                slots.by_path.insert(path.to_owned(), Arc::downgrade(&slot));
+                slot
+            }
+        };
+        let old = slots.used(&slot);
+        drop(slots);
+        drop(old);
         slot
     }
 
