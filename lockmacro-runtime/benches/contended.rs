@@ -2,10 +2,12 @@
 //!
 //! `cargo bench -p lockmacro-runtime --bench contended`
 //!
-//! - Throughput: 4 processes × 2000 acquisitions of one lock, each incrementing a counter file
-//!   inside the lock (the final count is checked), for the floor (raw open + blocking flock +
-//!   close), our default mode, our `cleanup` mode and the raw unlink-on-release protocol (with
-//!   the PID written, as `cleanup` does; also shown without it, the earlier baseline).
+//! - Throughput: 4 processes acquiring one lock, each incrementing a counter file inside the
+//!   lock (the final count is checked), for the floor (raw open + blocking flock + close), our
+//!   default mode, our `cleanup` mode and the raw unlink-on-release protocol (with the PID
+//!   written, as `cleanup` does; also shown without it, the earlier baseline), and the floor with
+//!   the holder's PID written (what keeping the PID costs at least). Each round lasts
+//!   about a second or more (see [`iters`]), long enough to weigh.
 //! - Handoff: a holder releases while a waiter in another process waits (blocking `acquire`,
 //!   `acquire_timeout`, `acquire_async`, and as the floor a bare blocking `flock` on the same
 //!   file; `raw`); latency from the holder's release to the waiter's acquisition on
@@ -24,7 +26,15 @@ use std::time::{Duration, Instant};
 use lockmacro_runtime::Lock;
 
 const PROCS: usize = 4;
-const ITERS: u64 = 2000;
+
+/// Acquisitions per process in one round: a round of each mode lasts about a second or more on
+/// our 2-core machine (the unlink modes are about eight times slower than the others).
+fn iters(mode: &str) -> u64 {
+    match mode {
+        "floor" | "floor-pid" | "default" => 50_000,
+        _ => 6_000,
+    }
+}
 const HANDOFFS: usize = 200;
 const CHILD: &str = "LOCKMACRO_BENCH_CHILD";
 
@@ -70,7 +80,8 @@ fn read_counter(path: &Path) -> u64 {
 /// the benchmark issue: no-follow open, identity check (start over if stale), the holder's PID
 /// written, the counter, unlink while holding, close.
 /// `pid` empty: the protocol without the PID write, for comparison with earlier runs of this
-/// bench, which measured that.
+/// bench, which measured that. The floor with a `pid` writes it (the least a lock that keeps
+/// its holder's PID in the file does).
 fn raw_cycle(path: &CString, counter: &std::fs::File, safe: bool, pid: &[u8]) {
     unsafe {
         loop {
@@ -82,6 +93,9 @@ fn raw_cycle(path: &CString, counter: &std::fs::File, safe: bool, pid: &[u8]) {
             );
             assert!(fd >= 0);
             while libc::flock(fd, libc::LOCK_EX) != 0 {}
+            if !safe && !pid.is_empty() {
+                libc::pwrite(fd, pid.as_ptr().cast(), pid.len(), 0);
+            }
             if safe {
                 let (mut a, mut b): (libc::stat, libc::stat) = std::mem::zeroed();
                 libc::fstat(fd, &mut a);
@@ -125,9 +139,10 @@ fn child_throughput(mode: &str, dir: &Path) {
     let pid = pid.as_bytes();
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("go"); // start barrier
-    for _ in 0..ITERS {
+    for _ in 0..iters(mode) {
         match mode {
-            "floor" => raw_cycle(&raw, &counter, false, pid),
+            "floor" => raw_cycle(&raw, &counter, false, b""),
+            "floor-pid" => raw_cycle(&raw, &counter, false, pid),
             "raw-unlink" => raw_cycle(&raw, &counter, true, pid),
             "raw-unlink-nopid" => raw_cycle(&raw, &counter, true, b""),
             _ => {
@@ -279,7 +294,8 @@ fn throughput(mode: &str) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     let count = read_counter(&dir.join("counter"));
-    assert_eq!(count, PROCS as u64 * ITERS, "{mode}: lost increments");
+    assert_eq!(count, PROCS as u64 * iters(mode), "{mode}: lost increments");
+    println!("    {mode}: {count} acquisitions in {secs:.2} s");
     count as f64 / secs
 }
 
@@ -347,11 +363,14 @@ fn main() {
     // every mode alike instead of deciding a ratio.
     const ROUNDS: usize = 5;
     println!(
-        "contended throughput: {PROCS} processes x {ITERS} acquisitions, counter verified, \
-         median of {ROUNDS} interleaved rounds"
+        "contended throughput: {PROCS} processes x {} acquisitions ({} for the unlink modes), \
+         counter verified, median of {ROUNDS} interleaved rounds",
+        iters("floor"),
+        iters("cleanup")
     );
     let modes = [
         "floor",
+        "floor-pid",
         "default",
         "raw-unlink",
         "cleanup",
@@ -363,14 +382,19 @@ fn main() {
             runs[i].push(throughput(mode));
         }
     }
-    let [floor, default, unlink, cleanup, nopid] = [0, 1, 2, 3, 4].map(|i| {
+    let [floor, floor_pid, default, unlink, cleanup, nopid] = [0, 1, 2, 3, 4, 5].map(|i| {
         runs[i].sort_by(f64::total_cmp);
         runs[i][ROUNDS / 2]
     });
     println!("  floor (open + flock + close)     {floor:>9.0} cycles/s  1.00x");
     println!(
-        "  lockmacro default                {default:>9.0} cycles/s  {:.2}x floor",
-        default / floor
+        "  floor + the PID written          {floor_pid:>9.0} cycles/s  {:.2}x floor",
+        floor_pid / floor
+    );
+    println!(
+        "  lockmacro default                {default:>9.0} cycles/s  {:.2}x floor, {:.2}x floor + PID",
+        default / floor,
+        default / floor_pid
     );
     println!(
         "  raw unlink-on-release protocol   {unlink:>9.0} cycles/s  {:.2}x floor",

@@ -403,6 +403,9 @@ pub(crate) fn stamp(
         Some(memo) if vouched.is_some() => memo.ours,
         // Changed since it held our PID: most likely another holder wrote theirs.
         Some(memo) if memo.ours && memo.seen != seen => false,
+        // Untouched since it held our PID (a settled memo: any write since would show in the
+        // change time), though the lookup is due: it still does.
+        Some(memo) if memo.ours && memo.seen == seen && memo.settled => true,
         // Read it back: cheaper than rewriting it, which on ext4 journals an mtime update.
         Some(_) => seen.len == len && contains(file, &[text, name.as_bytes(), b"\n"]),
         // A descriptor just opened (a process's first acquisition, most often): the file was

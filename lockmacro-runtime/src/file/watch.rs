@@ -297,12 +297,20 @@ mod imp {
     pub(crate) fn arm(slot: &Arc<Slot>) {
         let Some(watcher) = watcher() else { return };
         let due = Instant::now() + super::ARM_AFTER;
-        watcher
+        let mut arming = watcher
             .arming
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((due, Arc::downgrade(slot)));
-        let _ = rustix::io::write(&watcher.wake, &1u64.to_ne_bytes());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = arming.is_empty();
+        arming.push((due, Arc::downgrade(slot)));
+        drop(arming);
+        // The thread sleeps until the earliest watch due, which is before this one (due times
+        // only grow) unless there was none: then it sleeps without end and must be woken. Not
+        // waking it otherwise spares a cycle that opens a new file each time (`cleanup`) a
+        // system call and a wake-up of the thread.
+        if first {
+            let _ = rustix::io::write(&watcher.wake, &1u64.to_ne_bytes());
+        }
     }
 
     /// Watches `file` (open in `slot`, just found at its path) and its directory `dir`.
