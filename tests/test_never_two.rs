@@ -694,6 +694,43 @@ fn shared_dir_6_hard_linked_lock_file_is_refused_and_left_intact() {
     assert_eq!(after, content, "the hard-linked file was written");
 }
 
+/// A try checks a lock file it has just opened against the rules once it has locked it (on the
+/// status call it makes anyway), and, if someone else holds it, before reporting it held: a
+/// hard-linked file held by another open file is refused as unsafe, not reported held, and a
+/// blocking acquisition afterwards is refused too rather than waiting on it.
+///
+/// Broken on purpose (no check before reporting busy): "a held hard-linked file was reported
+/// Held".
+#[test]
+fn shared_dir_6_held_hard_linked_lock_file_is_refused_by_a_try() {
+    let dir = tempdir();
+    let name = "hard-linked-held";
+    let path = lock_path(dir.path(), name);
+    let victim = dir.path().join("precious.conf");
+    fs::write(&victim, "precious\n").expect("write victim");
+    fs::hard_link(&victim, &path).expect("hard link at the lock path");
+    let other = File::open(&victim).expect("open victim");
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let lock = Lock::new(name).dir(dir.path());
+    match lock.try_acquire() {
+        Err(Error::UnsafeFile { reason, .. }) => {
+            assert!(reason.contains("links"), "{reason}");
+        }
+        Err(Error::Held { .. }) => panic!("a held hard-linked file was reported Held"),
+        other => panic!("expected UnsafeFile, got {other:?}"),
+    }
+    match lock.acquire_timeout(Duration::from_millis(200)) {
+        Err(Error::UnsafeFile { .. }) => {}
+        other => panic!("a blocking acquisition should be refused at once, got {other:?}"),
+    }
+    drop(other);
+    assert_eq!(fs::read_to_string(&victim).expect("read"), "precious\n");
+}
+
 /// Issue 12, item 6 (the contract's rule for shared directories). A directory others can write
 /// to is only safe with the sticky bit (else anyone may replace the lock file) and when owned by
 /// the caller or root (else its owner may). Both are refused with `UnsafeDir`, nothing created.

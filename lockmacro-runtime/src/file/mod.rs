@@ -163,6 +163,16 @@ enum Attempt {
     Admitted(Arc<LockFile>, u32),
 }
 
+/// When a descriptor just opened is checked against the rules for lock files (see `Spec::open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// When it is opened, before anything can wait on it.
+    AtOpen,
+    /// After a try that never waits: on the `fstat` made once it is locked, or before the try
+    /// returns busy.
+    AfterLocking,
+}
+
 /// What an attempt does when another process holds the kernel lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IfTaken {
@@ -632,12 +642,25 @@ impl Spec {
     ) -> Result<Attempt, Error> {
         let share = self.request.share;
         let block = deadline == Deadline::Never;
+        // A try that never waits checks the file's rules after locking, on the `fstat` the
+        // identity check makes anyway (see `open`); it checks them before returning busy.
+        let rules = if deadline == Deadline::Now && self.kind != dir::Kind::System {
+            Rules::AfterLocking
+        } else {
+            Rules::AtOpen
+        };
         let slot::Descriptor {
             file: f,
             memo,
             fresh,
-        } = slot.file(|| self.open())?;
-        let lock_error = |e| self.io_error("lock", e);
+        } = slot.file(|| self.open(rules))?;
+        let unchecked = fresh && rules == Rules::AfterLocking;
+        let lock_error = |e| {
+            if unchecked {
+                slot.discard_file();
+            }
+            self.io_error("lock", e)
+        };
         if block && fresh && share == Share::Exclusive {
             // Just opened by path, so live: wait in one call (`finish` checks the file). (A
             // shared request tries first, see `Slot::admit`.)
@@ -645,7 +668,15 @@ impl Spec {
             return self.finish(slot, &f, pid, memo);
         }
         if os::try_lock(&f, share).map_err(lock_error)? {
+            // A descriptor just opened has no memo, so `finish` checks the rules.
             return self.finish(slot, &f, pid, memo);
+        }
+        if unchecked {
+            // Not ours now, and nothing waits on it: kept only if it keeps the rules.
+            if let Err(e) = self.keeps_rules(&f, None) {
+                slot.discard_file();
+                return Err(e);
+            }
         }
         // Taken. Before waiting on this descriptor, make sure it is still a live file: a cached
         // descriptor of a deleted file could be held by someone forever. (Exclusion does not
@@ -711,9 +742,10 @@ impl Spec {
     }
 
     /// Opens the lock file by name in its checked directory (see `dir`). A file that breaks the
-    /// rules for lock files (another user's, several links) is refused here, before anything
-    /// waits on it: its owner could hold it forever.
-    fn open(&self) -> Result<slot::Opened, Error> {
+    /// rules for lock files (another user's, several links) is refused before anything waits on
+    /// it (its owner could hold it forever): here, or with `Rules::AfterLocking` by the caller,
+    /// which then neither waits nor keeps the descriptor before checking.
+    fn open(&self, rules: Rules) -> Result<slot::Opened, Error> {
         let Some(name) = self.path.file_name() else {
             return Err(self.io_error(
                 "open lock file",
@@ -732,16 +764,24 @@ impl Spec {
             LockFile::open_with(|| os::open(&self.path))
         };
         let file = opened.map_err(|e| self.io_error("open lock file", e))?;
-        let fix_mode = (self.kind == dir::Kind::System).then_some(dir.file_mode);
-        match os::trusted(&file, fix_mode) {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(self.unsafe_file(reason)),
-            Err(e) => return Err(self.io_error("check lock file", e)),
+        if rules == Rules::AtOpen {
+            let fix_mode = (self.kind == dir::Kind::System).then_some(dir.file_mode);
+            self.keeps_rules(&file, fix_mode)?;
         }
         Ok(slot::Opened {
             file,
             memos: dir.memos,
         })
+    }
+
+    /// The rules for lock files (see `os::trusted`); `fix_mode`: the mode a new file of ours
+    /// must have (the system directory's).
+    fn keeps_rules(&self, file: &std::fs::File, fix_mode: Option<u32>) -> Result<(), Error> {
+        match os::trusted(file, fix_mode) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(self.unsafe_file(reason)),
+            Err(e) => Err(self.io_error("check lock file", e)),
+        }
     }
 
     fn unsafe_file(&self, reason: String) -> Error {

@@ -610,6 +610,10 @@ impl Watched for Slot {
     fn start_watch(self: Arc<Self>) -> bool {
         self.start_watching()
     }
+
+    fn is_watched(&self) -> bool {
+        self.state().watching.is_some()
+    }
 }
 
 /// Drops the state's descriptor and its watch.

@@ -61,6 +61,9 @@ pub(crate) trait Watched: Send + Sync + 'static {
     fn verify(self: Arc<Self>, drain: &mut dyn FnMut()) -> Verdict;
     /// Starts watching the held file, if still held and not watched yet; true if it did.
     fn start_watch(self: Arc<Self>) -> bool;
+    /// Whether its file is watched now.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn is_watched(&self) -> bool;
 }
 
 type Slot = dyn Watched;
@@ -577,8 +580,12 @@ mod imp {
     /// (between holds) is noted and then forgotten, so that only what happens from here on can
     /// make this hold lost.
     pub(crate) fn hold_begins(slot: &Slot) {
-        if let Some(watcher) = started() {
-            watcher.drain_now();
+        // Events concern only watched files; a file not watched now cannot become watched
+        // before this hold is recorded (a watch starts only on a held file).
+        if slot.is_watched() {
+            if let Some(watcher) = started() {
+                watcher.drain_now();
+            }
         }
         slot.seen().settled();
     }
