@@ -899,10 +899,10 @@ impl Hold {
         }
         self.released = true;
         let slot = Arc::clone(&self.slot);
-        if !slot.leave() {
+        let slot::Leave::Last(held) = slot.leave() else {
             return Ok(()); // other shared holders of this process keep the kernel lock
-        }
-        let result = match slot.held_file() {
+        };
+        let result = match held {
             Some((f, seen)) => self.release_kernel_lock(&slot, f, seen),
             None => Ok(()),
         };

@@ -380,6 +380,11 @@ pub(crate) fn stamp(
     // Untouched since the previous acquisition (which any later change would show), and that
     // acquisition's lookup is recent: skip the lookup and the PID read.
     let vouched = memo.filter(|memo| memo.seen == seen && memo.may_vouch());
+    if let Some(memo) = vouched.filter(|memo| memo.ours || !memo.mine) {
+        // Nothing to write, and nothing new to remember: the memo stands as it is.
+        crate::hooks::vouched();
+        return Ok(Stamped::Held(Some(memo)));
+    }
     let looked_up = match vouched {
         Some(memo) => {
             crate::hooks::vouched();

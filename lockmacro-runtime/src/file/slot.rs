@@ -142,6 +142,15 @@ pub(crate) enum Admission {
     Busy,
 }
 
+/// What a holder leaving a slot finds (see [`Slot::leave`]).
+pub(crate) enum Leave {
+    /// Other shared holders of this process keep the kernel lock.
+    Others,
+    /// The last holder: the cached descriptor, if any, and what was seen of it at its last
+    /// acquisition (on any filesystem), for its release.
+    Last(Option<(Arc<LockFile>, Option<Seen>)>),
+}
+
 /// This process's slots by path. Per process: a forked child makes its own registry rather than
 /// lock a mutex another parent thread may have held at the fork.
 struct Registry {
@@ -320,14 +329,6 @@ impl Slot {
         })
     }
 
-    /// The cached descriptor and what was seen of it at its last acquisition (on any
-    /// filesystem), for its release.
-    pub(crate) fn held_file(&self) -> Option<(Arc<LockFile>, Option<Seen>)> {
-        let state = self.state();
-        let file = state.file.clone()?;
-        Some((file, state.memo.map(|memo| memo.seen)))
-    }
-
     /// The cached descriptor, if any.
     pub(crate) fn cached_file(&self) -> Option<Arc<LockFile>> {
         self.state().file.clone()
@@ -480,21 +481,22 @@ impl Slot {
         }
     }
 
-    /// A holder leaves. Returns true if it was the last one, which must then release the kernel
-    /// lock and call [`Slot::released`].
-    pub(crate) fn leave(&self) -> bool {
+    /// A holder leaves. `Leave::Last` if it was the last one, which must then release the
+    /// kernel lock (on the descriptor given with it, if any) and call [`Slot::released`].
+    pub(crate) fn leave(&self) -> Leave {
         let mut state = self.state();
         match state.admitted {
             Admitted::Shared(n) if n > 1 => {
                 state.admitted = Admitted::Shared(n - 1);
-                false
+                Leave::Others
             }
             _ => {
                 // Releasing until the kernel lock is released, so nobody joins a lock that is
                 // going away, and nobody takes the release for a holder.
                 state.admitted = Admitted::Releasing;
                 state.held = None;
-                true
+                let file = state.file.clone();
+                Leave::Last(file.map(|file| (file, state.memo.map(|memo| memo.seen))))
             }
         }
     }
