@@ -52,28 +52,10 @@ fn main() {
         "program", "median µs", "empty µs", "pair ratio p25/50/75"
     );
     for name in &PROGRAMS[..4] {
-        for _ in 0..20 {
-            // Warm-up, not counted: page cache, the lock directory.
-            spawn(bin(name));
-            spawn(empty);
-        }
-        let (mut a, mut b, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let x = spawn(bin(name));
-            let y = spawn(empty);
-            a.push(x);
-            b.push(y);
-            ratios.push(x / y);
-        }
-        let r = quartiles(&mut ratios);
+        let (a, b, r) = alternate(runs, || spawn(bin(name)), || spawn(empty));
         println!(
             "{:<20} {:>12.1} {:>12.1} {:>8.3} {:.3} {:.3}",
-            name,
-            quartiles(&mut a).1,
-            quartiles(&mut b).1,
-            r.0,
-            r.1,
-            r.2
+            name, a, b, r.0, r.1, r.2
         );
     }
 
@@ -93,23 +75,11 @@ fn main() {
             .unwrap_or_else(|_| panic!("startup_first {what} printed {text:?}"));
         ns / 1000.0
     };
-    for _ in 0..20 {
-        inner("lockmacro");
-        inner("raw");
-    }
-    let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let x = inner("lockmacro");
-        let y = inner("raw");
-        ours.push(x);
-        raw.push(y);
-        ratios.push(x / y);
-    }
-    let r = quartiles(&mut ratios);
+    let (ours, raw, r) = alternate(runs, || inner("lockmacro"), || inner("raw"));
     println!(
         "lockmacro {:.1} µs, raw open+flock+unlock+close {:.1} µs (medians); pair ratio p25/50/75 {:.2} {:.2} {:.2}",
-        quartiles(&mut ours).1,
-        quartiles(&mut raw).1,
+        ours,
+        raw,
         r.0,
         r.1,
         r.2
@@ -183,6 +153,31 @@ fn build() -> BTreeMap<String, PathBuf> {
         }
     }
     bins
+}
+
+/// `a` and `b` in alternation, `runs` pairs after 20 not counted (page cache, the lock
+/// directory): the median of each, and the quartiles of the pair ratios a/b.
+fn alternate(
+    runs: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> (f64, f64, (f64, f64, f64)) {
+    for _ in 0..20 {
+        a();
+        b();
+    }
+    let (mut xs, mut ys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (x, y) = (a(), b());
+        xs.push(x);
+        ys.push(y);
+        ratios.push(x / y);
+    }
+    (
+        quartiles(&mut xs).1,
+        quartiles(&mut ys).1,
+        quartiles(&mut ratios),
+    )
 }
 
 /// Wall time of one whole run of `bin`, in µs.
