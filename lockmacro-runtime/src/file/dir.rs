@@ -307,7 +307,7 @@ mod imp {
                 Some(format!(
                     "it is owned by uid {uid}, not by the current user (uid {me}); remove it or \
                      set {}",
-                    crate::DIR_ENV
+                    super::DIR_ENV
                 ))
             } else if writable_by_others {
                 Some(format!(
