@@ -692,6 +692,12 @@ fn shared_dir_6_hard_linked_lock_file_is_refused_and_left_intact() {
         }
     }
     assert_eq!(after, content, "the hard-linked file was written");
+    // Refused after a try locked it (the rules are checked on the status call made once
+    // locked): unlocked at once, not left held by our process.
+    let probe = File::open(&victim).expect("open victim");
+    // SAFETY: flock on a descriptor we own.
+    let free = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    assert!(free, "the refused file was left locked");
 }
 
 /// A try checks a lock file it has just opened against the rules once it has locked it (on the

@@ -2,7 +2,7 @@
 //! calls and 1000 async acquisitions dropped while pending leave the process with as many open
 //! descriptors and threads as before.
 //!
-//! Also: many short-lived locks keep at most eight descriptors open (the slots used last).
+//! Also: many short-lived locks keep at most eight descriptors open (the slots of the eight `Lock`s most recently used for the first time).
 //!
 //! Alone in its test binary on purpose: other tests running in the same process would open
 //! descriptors and start threads of their own. Its two tests take turns (`SERIAL`).
@@ -102,7 +102,7 @@ fn thousand_timeouts_and_thousand_cancelled_async_acquisitions_leak_nothing() {
 }
 
 /// A process that makes a new `Lock` for each of 200 names (acquired and released once each)
-/// keeps the files of the eight used last open, and no more.
+/// keeps the files of the last eight open, and no more.
 #[test]
 fn short_lived_locks_keep_at_most_eight_descriptors_open() {
     let _serial = serial();

@@ -230,7 +230,7 @@ fn lock_directory_renamed_away_is_noticed_at_the_next_lookup() {
 
 /// A `Lock` made anew for every call (a name worked out per call) finds the descriptor its
 /// predecessor kept, and with it the fast path: the slot outlives its last `Lock` (one of the
-/// eight used last).
+/// eight most recently used for the first time).
 #[test]
 fn a_new_lock_each_time_keeps_the_fast_path() {
     for dir in dirs() {

@@ -9,7 +9,12 @@
 //! A lock is known on the chain by its [`Keyed::chain_key`]: for a file, its path with the
 //! directory canonicalized, which costs a system call per path component. That key is only
 //! worked out when the chain is not empty, so a program that never nests (a single-instance
-//! `main`) never pays for it.
+//! `main`) never pays for it. It is a snapshot, cached for the life of the `Lock` (as it was when
+//! it was worked out at the first acquisition): now taken at the first nested check instead. If
+//! a directory symlink is switched between the acquisition and that check, a nested call
+//! through a spelling that now leads where the held one leads counts as nested; the outer hold
+//! is then on a file its path no longer names, which `LockGuard::check` reports, and the nested
+//! body is exactly as protected as the outer one.
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -14,7 +14,9 @@
 //! the kernel, like two processes.
 //!
 //! Slots are shared by every [`Lock`](crate::Lock) of the same path and live as long as one of
-//! them does, and the [`RECENT`] slots used last live on after their last `Lock`: a program that
+//! them does, and the slots of the [`RECENT`] `Lock`s most recently used for the first time live on after
+//! their last `Lock` (first use, not every use: marking every acquisition would cost the hot
+//! path a lock): a program that
 //! makes a new `Lock` for each call (a name worked out per call) finds the descriptor, and what
 //! it learnt about the file, still there, and a program that makes many short-lived locks keeps
 //! at most that many descriptors open. They belong to the process that made them: a forked child
@@ -164,13 +166,14 @@ pub(crate) const RECENT: usize = 8;
 #[derive(Default)]
 struct Slots {
     by_path: BTreeMap<PathBuf, Weak<Slot>>,
-    /// The slots used last, most recent last, kept alive.
+    /// The slots of the `Lock`s most recently used for the first time, most recent last, kept alive.
     recent: Vec<Arc<Slot>>,
 }
 
 impl Slots {
-    /// Marks `slot` used now; returns the slot that no longer counts as recent, if any (to be
-    /// dropped outside the registry's lock: dropping a slot closes its file).
+    /// Marks `slot` as the one most recently taken up (a `Lock` uses it for the first time);
+    /// returns the slot that no longer counts as recent, if any (to be dropped outside the
+    /// registry's lock: dropping a slot closes its file).
     fn used(&mut self, slot: &Arc<Slot>) -> Option<Arc<Slot>> {
         if let Some(at) = self.recent.iter().position(|s| Arc::ptr_eq(s, slot)) {
             let slot = self.recent.remove(at);

@@ -308,9 +308,10 @@ mod imp {
         arming.push((due, Arc::downgrade(slot)));
         drop(arming);
         // The thread sleeps until the earliest watch due, which is before this one (due times
-        // only grow) unless there was none: then it sleeps without end and must be woken. Not
-        // waking it otherwise spares a cycle that opens a new file each time (`cleanup`) a
-        // system call and a wake-up of the thread.
+        // grow; two threads arming at once may push theirs in either order, which delays the
+        // earlier-due one by that instant at most) unless there was none: then it sleeps
+        // without end and must be woken. Not waking it otherwise spares a cycle that opens a new
+        // file each time (`cleanup`) a system call and a wake-up of the thread.
         if first {
             let _ = rustix::io::write(&watcher.wake, &1u64.to_ne_bytes());
         }
